@@ -1,0 +1,20 @@
+//! llm-cache-exporter: a canary for LLM chat backends. It drives a synthetic
+//! workload through an instrumented cache against real Redis and Chroma and
+//! exports what it sees as Prometheus metrics.
+//!
+//! The binary is a thin shell over [`App`]; tests start the same `App` in
+//! process on port 0.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod app;
+mod backends;
+mod config;
+mod health;
+mod http;
+mod metrics;
+mod process;
+pub mod telemetry;
+
+pub use app::App;
+pub use config::{Config, ConfigError, Invocation, Mode};
