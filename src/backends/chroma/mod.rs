@@ -1,0 +1,266 @@
+//! Chroma: the probe collection's ownership, and the probe loop that checks the
+//! heartbeat, makes sure the collection exists, and publishes health,
+//! `backend_up{backend="chroma"}` and `llmcache_chroma_collection_records`.
+//!
+//! Ownership is the data-safety rule: the daemon only writes to a collection
+//! that carries `{"created_by": "llm-cache-exporter"}`. It looks the collection
+//! up by name first and creates it (with the marker) only if it is missing, so
+//! a user's collection of the same name is never touched, only reported.
+
+mod client;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[allow(unused_imports)]
+pub(crate) use client::{ChromaClient, ChromaError, Collection, QueryHits};
+
+use super::{
+    millis_since, Backend, BackendMetrics, Backoff, ComponentHealth, Status, PROBE_INTERVAL,
+};
+use crate::config::ChromaConfig;
+use crate::metrics::Sampled;
+
+/// The metadata key and value that mark a collection as the daemon's own.
+pub(crate) const OWNER_KEY: &str = "created_by";
+/// See [`OWNER_KEY`].
+pub(crate) const OWNER_VALUE: &str = "llm-cache-exporter";
+
+/// What the daemon knows about the configured collection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ownership {
+    /// Not resolved yet (Chroma down, or the collection just vanished).
+    Unknown,
+    /// Ours: carries the marker. Safe to write.
+    Owned {
+        /// The collection's UUID.
+        id: String,
+    },
+    /// Someone else's: exists without the marker. Never written to.
+    Foreign,
+}
+
+/// The Chroma client and its probe state.
+pub(crate) struct ChromaBackend {
+    client: ChromaClient,
+    collection: String,
+    endpoint: String,
+    metrics: BackendMetrics,
+    records: Sampled,
+    ownership: watch::Sender<Ownership>,
+    health: watch::Sender<ComponentHealth>,
+}
+
+impl ChromaBackend {
+    /// Builds the client without making a request.
+    pub(crate) fn new(
+        config: &ChromaConfig,
+        metrics: BackendMetrics,
+        records: Sampled,
+    ) -> Result<Self, ChromaError> {
+        let endpoint = format!(
+            "{}:{}",
+            config.url.host_str().unwrap_or("?"),
+            config.url.port_or_known_default().unwrap_or(8000)
+        );
+        Ok(Self {
+            client: ChromaClient::new(config, metrics.clone())?,
+            collection: config.collection.clone(),
+            endpoint,
+            metrics,
+            records,
+            ownership: watch::Sender::new(Ownership::Unknown),
+            health: watch::Sender::new(ComponentHealth::starting()),
+        })
+    }
+
+    /// The health the probe loop last published.
+    pub(crate) fn health(&self) -> watch::Receiver<ComponentHealth> {
+        self.health.subscribe()
+    }
+
+    /// The collection's ownership as last resolved.
+    #[allow(dead_code)]
+    pub(crate) fn ownership(&self) -> watch::Receiver<Ownership> {
+        self.ownership.subscribe()
+    }
+
+    /// The HTTP client, for the workload's reads and writes.
+    #[allow(dead_code)]
+    pub(crate) fn client(&self) -> &ChromaClient {
+        &self.client
+    }
+
+    /// Probes until `cancel`: every [`PROBE_INTERVAL`] while up, backing off
+    /// while down.
+    pub(crate) async fn run_probe(self: Arc<Self>, cancel: CancellationToken) {
+        let mut backoff = Backoff::default();
+        let mut was_up = None;
+        loop {
+            let up = self.probe_once().await;
+            if was_up != Some(up) {
+                let details = self.health.borrow().details.clone();
+                if up {
+                    tracing::info!(backend = "chroma", endpoint = %self.endpoint, %details, "backend up");
+                } else {
+                    tracing::warn!(backend = "chroma", endpoint = %self.endpoint, %details, "backend down");
+                }
+                was_up = Some(up);
+            }
+            let delay = if up {
+                backoff.reset();
+                PROBE_INTERVAL
+            } else {
+                backoff.next_delay()
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn probe_once(&self) -> bool {
+        let start = Instant::now();
+        if let Err(err) = self.client.heartbeat().await {
+            self.metrics.set_up(Backend::Chroma, false);
+            self.records.clear();
+            self.health.send_replace(ComponentHealth::down(format!(
+                "heartbeat {} failed ({}): {err}",
+                self.endpoint,
+                err.kind().as_str()
+            )));
+            return false;
+        }
+        let latency_ms = millis_since(start);
+        self.metrics.set_up(Backend::Chroma, true);
+        let (status, collection) = match self.check_collection().await {
+            Ok(text) => text,
+            Err(err) => (
+                Status::Degraded,
+                format!(
+                    "collection {:?} unavailable ({}): {err}",
+                    self.collection,
+                    err.kind().as_str()
+                ),
+            ),
+        };
+        self.health.send_replace(ComponentHealth {
+            status,
+            details: format!(
+                "chroma at {}: heartbeat in {latency_ms:.2} ms; {collection}",
+                self.endpoint
+            ),
+            latency_ms: Some(latency_ms),
+            used_memory_mb: None,
+        });
+        true
+    }
+
+    /// Resolves ownership if needed and counts our collection's records.
+    async fn check_collection(&self) -> Result<(Status, String), ChromaError> {
+        let mut ownership = self.ownership.borrow().clone();
+        if ownership == Ownership::Unknown {
+            ownership = self.resolve_ownership().await?;
+            if ownership == Ownership::Foreign {
+                tracing::error!(
+                    collection = %self.collection,
+                    marker = %format!("{OWNER_KEY}={OWNER_VALUE}"),
+                    "refusing to write: the collection exists and was not created by llm-cache-exporter; \
+                     set chroma.collection to a name of the daemon's own"
+                );
+            }
+            self.ownership.send_replace(ownership.clone());
+        }
+        match ownership {
+            // `resolve_ownership` never answers Unknown.
+            Ownership::Foreign | Ownership::Unknown => {
+                self.records.clear();
+                Ok((
+                    Status::Degraded,
+                    format!(
+                        "refusing to write to collection {:?}: it exists without the {OWNER_KEY}={OWNER_VALUE} marker",
+                        self.collection
+                    ),
+                ))
+            }
+            Ownership::Owned { id } => match self.client.count(&id).await {
+                Ok(records) => {
+                    self.records.set(records as f64);
+                    Ok((
+                        Status::Healthy,
+                        format!(
+                            "collection {:?} (owned, {records} records)",
+                            self.collection
+                        ),
+                    ))
+                }
+                Err(err) => {
+                    self.records.clear();
+                    if err.is_not_found() {
+                        // Deleted behind our back: recreate on the next probe.
+                        self.ownership.send_replace(Ownership::Unknown);
+                    }
+                    Err(err)
+                }
+            },
+        }
+    }
+
+    async fn resolve_ownership(&self) -> Result<Ownership, ChromaError> {
+        let collection = match self.client.get_collection(&self.collection).await? {
+            Some(existing) => existing,
+            None => {
+                let marker = serde_json::json!({ OWNER_KEY: OWNER_VALUE });
+                let created = self
+                    .client
+                    .get_or_create_collection(&self.collection, marker)
+                    .await?;
+                tracing::info!(collection = %created.name, id = %created.id, "created the probe collection");
+                created
+            }
+        };
+        Ok(if is_ours(&collection) {
+            Ownership::Owned { id: collection.id }
+        } else {
+            Ownership::Foreign
+        })
+    }
+}
+
+/// Whether a collection carries the daemon's marker.
+pub(crate) fn is_ours(collection: &Collection) -> bool {
+    collection
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get(OWNER_KEY))
+        .and_then(|v| v.as_str())
+        == Some(OWNER_VALUE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collection(metadata: serde_json::Value) -> Collection {
+        serde_json::from_value(serde_json::json!({"id": "u", "name": "n", "metadata": metadata}))
+            .unwrap()
+    }
+
+    #[test]
+    fn only_the_exact_marker_means_ours() {
+        assert!(is_ours(&collection(
+            serde_json::json!({"created_by": "llm-cache-exporter"})
+        )));
+        assert!(!is_ours(&collection(
+            serde_json::json!({"created_by": "someone"})
+        )));
+        assert!(!is_ours(&collection(
+            serde_json::json!({"owner": "llm-cache-exporter"})
+        )));
+        assert!(!is_ours(&collection(serde_json::Value::Null)));
+    }
+}
