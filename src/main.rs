@@ -1,0 +1,71 @@
+//! The `llm-cache-exporter` binary: parse the configuration, install logging,
+//! build the [`App`] and run it until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use llm_cache_exporter::{telemetry, App, Config, ConfigError, Mode};
+
+fn main() -> ExitCode {
+    let invocation = match Config::from_args(std::env::args_os()) {
+        Ok(invocation) => invocation,
+        Err(ConfigError::Usage(err)) => {
+            // --help and --version exit 0; a malformed command line exits 2.
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+        Err(err) => {
+            eprintln!("llm-cache-exporter: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = invocation.config;
+    if invocation.mode == Mode::CheckConfig {
+        print!("{}", config.to_redacted_toml());
+        return ExitCode::SUCCESS;
+    }
+    let _guard = match telemetry::init(&config) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("llm-cache-exporter: cannot set up logging: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let app = App::build(config).await?;
+        app.run(shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+    }
+}
