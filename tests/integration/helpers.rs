@@ -1,0 +1,506 @@
+//! Real servers for the tests: `redis-server`, the Chroma server from the
+//! `chromadb` wheel, and `prometheus`, each on a free loopback port, in its own
+//! temp dir, killed on drop. A missing binary fails the test with the command
+//! that installs it.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use llm_cache_exporter::{App, Config, Mode};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// The path of `program` on PATH, or a panic saying how to install it.
+pub fn require(program: &str, install: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{program} not found on PATH; install it with `{install}` (or run scripts/test.sh)"
+            )
+        })
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited with {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!(
+        "{what} did not listen on {port} within 30 s: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status();
+}
+
+/// A `redis-server` process.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a Redis with no persistence.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a Redis with extra command-line arguments (e.g. `--requirepass`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// Starts a Redis on a given port.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let mut server = Self {
+            child: None,
+            port,
+            dir: TempDir::new().expect("temp dir"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let binary = require("redis-server", "apt-get install -y redis-server");
+        let log = self.dir.path().join("redis.log");
+        let mut child = Command::new(binary)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--dir",
+                &self.dir.path().display().to_string(),
+                "--logfile",
+                &log.display().to_string(),
+            ])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start redis-server");
+        wait_for_port(self.port, &mut child, "redis-server", &log);
+        self.child = Some(child);
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// SIGSTOP: the server holds its connections but answers nothing.
+    #[allow(dead_code)]
+    pub fn stall(&self) {
+        if let Some(child) = &self.child {
+            signal(child, "STOP");
+        }
+    }
+
+    /// SIGCONT after [`RedisServer::stall`].
+    #[allow(dead_code)]
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            signal(child, "CONT");
+        }
+    }
+
+    /// Runs `redis-cli` against this server and returns its stdout.
+    #[allow(dead_code)]
+    pub fn cli(&self, args: &[&str]) -> String {
+        let binary = require("redis-cli", "apt-get install -y redis-tools");
+        let out = Command::new(binary)
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("cannot run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child, "CONT");
+        }
+        self.kill();
+    }
+}
+
+/// The Python interpreter of the venv that holds the `chromadb` wheel.
+fn chroma_python() -> PathBuf {
+    let python = std::env::var_os("LLMCACHE_TEST_CHROMA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let ok = Command::new(&python)
+        .args(["-c", "import chromadb_rust_bindings"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the Chroma server is not installed at {}; install it with \
+         `python3 -m venv .venv && .venv/bin/pip install --no-deps chromadb==1.5.9` (or run scripts/test.sh)",
+        python.display()
+    );
+    python
+}
+
+/// A Chroma server process.
+pub struct ChromaServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl ChromaServer {
+    /// Starts Chroma with an empty database.
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts Chroma on a given port.
+    pub fn start_on(port: u16) -> Self {
+        let mut server = Self {
+            child: None,
+            port,
+            dir: TempDir::new().expect("temp dir"),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let python = chroma_python();
+        let log = self.dir.path().join("chroma.log");
+        let log_file = std::fs::File::create(&log).expect("chroma log");
+        let data = self.dir.path().join("data");
+        let mut child = Command::new(python)
+            .args([
+                "-c",
+                "import sys, chromadb_rust_bindings as b; b.cli(['chroma'] + sys.argv[1:])",
+                "run",
+                "--path",
+                &data.display().to_string(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+            ])
+            .env("ANONYMIZED_TELEMETRY", "False")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("chroma log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("cannot start the Chroma server");
+        wait_for_port(self.port, &mut child, "chroma", &log);
+        self.child = Some(child);
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The collections endpoint of the default tenant and database.
+    pub fn collections_url(&self) -> String {
+        format!(
+            "{}/api/v2/tenants/default_tenant/databases/default_database/collections",
+            self.url()
+        )
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for ChromaServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `prometheus` server scraping one target every second.
+pub struct PrometheusServer {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl PrometheusServer {
+    /// Starts Prometheus scraping `target` as job `llmcache`, loading `rule_files`.
+    pub fn start(target: SocketAddr, rule_files: &[PathBuf]) -> Self {
+        let binary = require("prometheus", "apt-get install -y prometheus");
+        let dir = TempDir::new().expect("temp dir");
+        let port = free_port();
+        let rules = rule_files
+            .iter()
+            .map(|p| format!("  - {}\n", p.display()))
+            .collect::<String>();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{rules}\
+             scrape_configs:\n  - job_name: llmcache\n    static_configs:\n      - targets: ['{target}']\n",
+            rules = if rules.is_empty() { "  []\n".to_owned() } else { rules }
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("prometheus config");
+        let log = dir.path().join("prometheus.log");
+        let log_file = std::fs::File::create(&log).expect("prometheus log");
+        let mut child = Command::new(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("prometheus log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("cannot start prometheus");
+        wait_for_port(port, &mut child, "prometheus", &log);
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Runs an instant query; returns the `data.result` array.
+    pub async fn query(&self, expr: &str) -> serde_json::Value {
+        let url = url::Url::parse_with_params(
+            &format!("http://127.0.0.1:{}/api/v1/query", self.port),
+            &[("query", expr)],
+        )
+        .expect("query URL");
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(url)
+            .send()
+            .await
+            .expect("prometheus query")
+            .json()
+            .await
+            .expect("prometheus answer");
+        assert_eq!(body["status"], "success", "query {expr} failed: {body}");
+        body["data"]["result"].clone()
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The daemon, running in process on a free port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Builds and starts the app with these flags (after the program name and
+/// `--web.listen-address 127.0.0.1:0`).
+pub async fn spawn_app(flags: &[String]) -> TestApp {
+    let mut args = vec![
+        "llm-cache-exporter".to_owned(),
+        "--web.listen-address".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend(flags.iter().cloned());
+    let invocation = Config::from_args(args).unwrap_or_else(|err| panic!("bad test config: {err}"));
+    assert_eq!(invocation.mode, Mode::Run);
+    let app = App::build(invocation.config).await.expect("app builds");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// Flags pointing the app at these servers.
+pub fn backend_flags(redis: &RedisServer, chroma: &ChromaServer) -> Vec<String> {
+    vec![
+        "--redis.url".into(),
+        redis.url(),
+        "--chroma.url".into(),
+        chroma.url(),
+    ]
+}
+
+impl TestApp {
+    /// `http://ADDR/PATH`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `/metrics` in the Prometheus text format.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("body")
+    }
+
+    /// `/health`: status code and document.
+    pub async fn health(&self) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .get(self.url("/health"))
+            .send()
+            .await
+            .expect("GET /health");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("/health is JSON"))
+    }
+
+    /// The value of one series in `/metrics`, e.g. `llmcache_backend_up{backend="redis"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics().await, series)
+    }
+
+    /// Waits until `series` equals `value`, or fails after `timeout`.
+    pub async fn wait_for_metric(&self, series: &str, value: f64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.metric(series).await;
+            if seen == Some(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} stayed {seen:?}, wanted {value} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the app and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("app task").expect("app ran cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The value of `series` (name plus exact label set) in exposition text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+}
+
+/// Polls `check` until it returns `Some`, or fails naming `what`.
+pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The built daemon binary, for tests of the process itself.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_llm-cache-exporter")
+}

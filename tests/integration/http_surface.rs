@@ -1,0 +1,275 @@
+//! `/metrics` in both formats, `/health`, liveness, readiness and the landing page.
+
+use std::time::Duration;
+
+use crate::helpers::{backend_flags, spawn_app, ChromaServer, RedisServer};
+
+const UP: Duration = Duration::from_secs(15);
+
+/// Every sample line is `name{labels} value` with a numeric value.
+fn assert_samples_well_formed(text: &str) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("malformed line {line:?}"));
+        let name = series.split('{').next().unwrap_or("");
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        assert!(
+            value.parse::<f64>().is_ok() || value == "+Inf" || value == "NaN",
+            "bad value in {line:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_in_both_formats_with_the_foundation_series() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let app = spawn_app(&backend_flags(&redis, &chroma)).await;
+    app.wait_for_metric(r#"llmcache_backend_up{backend="redis"}"#, 1.0, UP)
+        .await;
+    app.wait_for_metric(r#"llmcache_backend_up{backend="chroma"}"#, 1.0, UP)
+        .await;
+
+    let open = app
+        .http
+        .get(app.url("/metrics"))
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    let content_type = open.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
+    );
+    let open = open.text().await.unwrap();
+    assert!(open.ends_with("# EOF\n"), "OpenMetrics must end with # EOF");
+    assert!(
+        open.contains("# TYPE llmcache_redis_keyspace_hits counter"),
+        "OpenMetrics counter families drop _total"
+    );
+    assert!(open.contains("# UNIT llmcache_backend_request_duration_seconds seconds"));
+    assert_samples_well_formed(&open);
+
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let content_type = text.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = text.text().await.unwrap();
+    assert!(!text.contains("# EOF"));
+    assert!(
+        text.contains("# TYPE llmcache_redis_keyspace_hits_total counter"),
+        "0.0.4 counters carry _total"
+    );
+    assert_samples_well_formed(&text);
+
+    for series in [
+        r#"llmcache_backend_up{backend="redis"} 1"#,
+        r#"llmcache_backend_up{backend="chroma"} 1"#,
+        r#"llmcache_backend_up{backend="embeddings"} 1"#,
+        r#"llmcache_backend_request_duration_seconds_bucket{backend="redis",request="ping",le="0.0001"}"#,
+        r#"llmcache_backend_request_duration_seconds_bucket{backend="chroma",request="heartbeat",le="10"}"#,
+        "llmcache_build_info{version=\"",
+        "llmcache_config_last_reload_successful 1",
+        "llmcache_redis_used_memory_bytes ",
+        "llmcache_redis_maxmemory_bytes 0",
+        "llmcache_redis_keyspace_hits_total ",
+        "llmcache_redis_keyspace_misses_total ",
+        "llmcache_redis_evicted_keys_total ",
+        "llmcache_chroma_collection_records 0",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(text.contains(series), "missing {series:?} in:\n{text}");
+    }
+    let rss = crate::helpers::metric_value(&text, "process_resident_memory_bytes").unwrap();
+    assert!(rss > 1e6 && rss < 1e9, "implausible RSS {rss}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_has_the_seed_shape_and_liveness_endpoints_answer() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let app = spawn_app(&backend_flags(&redis, &chroma)).await;
+    app.wait_for_metric(r#"llmcache_backend_up{backend="chroma"}"#, 1.0, UP)
+        .await;
+    app.wait_for_metric(r#"llmcache_backend_up{backend="redis"}"#, 1.0, UP)
+        .await;
+
+    let (code, health) = app.health().await;
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["redis"]["status"], "healthy");
+    assert!(health["redis"]["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(health["redis"]["used_memory_mb"].as_f64().unwrap() > 0.0);
+    assert!(
+        health["redis"]["details"].as_str().unwrap().contains("7."),
+        "{health}"
+    );
+    assert_eq!(health["chromadb"]["status"], "healthy");
+    assert!(health["chromadb"]["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        health["embeddings"]["details"],
+        "hash provider, 256 dimensions"
+    );
+    let stats = &health["cache"]["stats"];
+    for key in [
+        "total_hits",
+        "total_misses",
+        "hit_rate",
+        "cache_size",
+        "memory_usage_mb",
+        "memory_pressure",
+    ] {
+        assert!(!stats[key].is_null(), "cache.stats.{key} missing: {health}");
+    }
+    assert_eq!(
+        health["cache"]["details"],
+        "Cache operational - 0.0% hit rate"
+    );
+
+    for (path, needle) in [("/-/healthy", "Healthy"), ("/-/ready", "Ready")] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(response.text().await.unwrap().contains(needle), "{path}");
+    }
+    let landing = app.http.get(app.url("/")).send().await.unwrap();
+    assert!(landing.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let landing = landing.text().await.unwrap();
+    assert!(landing.contains(env!("CARGO_PKG_VERSION")));
+    assert!(landing.contains("href=\"metrics\"") && landing.contains("href=\"health\""));
+    assert!(
+        landing.contains("<td>redis</td><td class=\"healthy\">healthy</td>"),
+        "{landing}"
+    );
+    assert_eq!(
+        app.http
+            .get(app.url("/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_collection_is_created_with_the_ownership_marker() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let app = spawn_app(&backend_flags(&redis, &chroma)).await;
+    app.wait_for_metric("llmcache_chroma_collection_records", 0.0, UP)
+        .await;
+    let collection: serde_json::Value = reqwest::get(format!(
+        "{}/llmcache_probe_memories",
+        chroma.collections_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        collection["metadata"]["created_by"], "llm-cache-exporter",
+        "{collection}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_collection_is_reported_and_left_untouched() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(chroma.collections_url())
+        .json(&serde_json::json!({"name": "users_memories", "metadata": {"team": "search"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    client
+        .post(format!("{}/{id}/add", chroma.collections_url()))
+        .json(&serde_json::json!({"ids": ["u1"], "embeddings": [[0.1, 0.2]], "documents": ["user data"]}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[chroma]\ncollection = \"users_memories\"\n").unwrap();
+    let mut flags = backend_flags(&redis, &chroma);
+    flags.extend(["--config.file".into(), config.display().to_string()]);
+    let app = spawn_app(&flags).await;
+
+    let health = crate::helpers::poll("chromadb details to mention the refusal", UP, || async {
+        let (code, health) = app.health().await;
+        health["chromadb"]["details"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refusing to write")
+            .then_some((code, health))
+    })
+    .await;
+    assert_eq!(
+        health.0, 200,
+        "a foreign collection degrades, it does not fail: {}",
+        health.1
+    );
+    assert_eq!(health.1["chromadb"]["status"], "degraded");
+    assert_eq!(
+        health.1["redis"]["status"], "healthy",
+        "the rest keeps working"
+    );
+    assert_eq!(
+        app.metric(r#"llmcache_backend_up{backend="chroma"}"#).await,
+        Some(1.0)
+    );
+
+    let after: serde_json::Value = client
+        .get(format!("{}/users_memories", chroma.collections_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        after["metadata"],
+        serde_json::json!({"team": "search"}),
+        "metadata must be untouched"
+    );
+    let count: u64 = client
+        .get(format!("{}/{id}/count", chroma.collections_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}

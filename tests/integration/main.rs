@@ -1,0 +1,8 @@
+//! Black-box tests against real redis-server, Chroma and Prometheus processes.
+
+mod backends;
+mod cli;
+mod helpers;
+mod http_surface;
+mod prometheus;
+mod secrets;
