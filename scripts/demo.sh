@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs the exporter against a Redis and a Chroma of its own, on loopback ports
+# it picks, with their data under .demo/. Installs redis-server and the Chroma
+# server if they are missing. The exporter runs in the foreground on :9860;
+# Ctrl-C stops everything this script started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+apt_ensure redis-server:redis-server redis-cli:redis-tools curl:curl
+chroma_ensure
+
+echo "==> building llm-cache-exporter (release; the first build takes a few minutes)"
+cargo build --release --locked --quiet
+BIN="$REPO_ROOT/target/release/llm-cache-exporter"
+
+DEMO="$REPO_ROOT/.demo"
+mkdir -p "$DEMO/redis" "$DEMO/chroma"
+REDIS_PORT="$(free_port)"
+CHROMA_PORT="$(free_port)"
+PIDS=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # A Redis restarted by hand (see the hint below) is ours too.
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  wait 2>/dev/null || true
+  echo "==> stopped"
+}
+trap cleanup EXIT INT TERM
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$DEMO/redis" --logfile "$DEMO/redis/redis.log" &
+PIDS+=($!)
+REDIS_PID=$!
+(chroma_run "$CHROMA_PORT" "$DEMO/chroma/data" >"$DEMO/chroma/chroma.log" 2>&1) &
+PIDS+=($!)
+wait_port "$REDIS_PORT" redis-server
+wait_port "$CHROMA_PORT" chroma
+
+LISTEN=()
+[ -n "${LLMCACHE_WEB_LISTEN_ADDRESS:-}" ] || LISTEN=(--web.listen-address 127.0.0.1:9860)
+cat <<INFO
+==> redis-server on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID), chroma on 127.0.0.1:$CHROMA_PORT
+==> exporter: http://localhost:9860/  (metrics: /metrics, health: /health)
+    simulate an outage:  redis-cli -p $REDIS_PORT shutdown nosave
+    and recover:         redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --daemonize yes
+    Ctrl-C stops everything.
+INFO
+"$BIN" "${LISTEN[@]}" \
+  --redis.url "redis://127.0.0.1:$REDIS_PORT" \
+  --chroma.url "http://127.0.0.1:$CHROMA_PORT" "$@" &
+PIDS+=($!)
+wait "${PIDS[-1]}"

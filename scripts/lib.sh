@@ -1,0 +1,61 @@
+# Shared by scripts/demo.sh and scripts/test.sh: install what is missing.
+# Sourced, not run.
+
+CHROMA_VERSION="1.5.9"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${LLMCACHE_VENV:-$REPO_ROOT/.venv}"
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# apt_ensure CMD:PACKAGE... installs each PACKAGE whose CMD is not on PATH.
+apt_ensure() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing ${missing[*]} (apt)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# chroma_ensure installs the Chroma server (the Rust server inside the
+# chromadb wheel, without its Python dependencies) into $VENV.
+chroma_ensure() {
+  if "$VENV/bin/python" -c 'import chromadb_rust_bindings' >/dev/null 2>&1; then
+    return
+  fi
+  echo "==> installing chromadb==$CHROMA_VERSION (--no-deps) into $VENV"
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    apt_ensure python3:python3 curl:curl
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends python3-venv
+    python3 -m venv "$VENV"
+  fi
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "chromadb==$CHROMA_VERSION"
+}
+
+# chroma_run PORT DATA_DIR starts the Chroma server in the foreground.
+chroma_run() {
+  ANONYMIZED_TELEMETRY=False exec "$VENV/bin/python" -c \
+    'import sys, chromadb_rust_bindings as b; b.cli(["chroma"] + sys.argv[1:])' \
+    run --path "$2" --host 127.0.0.1 --port "$1"
+}
+
+# free_port prints a loopback port nothing listens on.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT NAME waits up to 30 s for something to listen on PORT.
+wait_port() {
+  local i
+  for i in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$2 did not start listening on port $1" >&2
+  return 1
+}
