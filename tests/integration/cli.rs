@@ -333,10 +333,22 @@ fn logfmt_is_the_default_format() {
 fn the_example_config_is_valid_and_matches_the_defaults() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.toml");
     let with_file = run(&["--check-config", "--config.file", example], &[]);
-    assert!(with_file.status.success(), "{}", String::from_utf8_lossy(&with_file.stderr));
+    assert!(
+        with_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_file.stderr)
+    );
     let defaults = run(&["--check-config"], &[]);
     let strip = |out: &Output| -> String {
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n")
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
-    assert_eq!(strip(&with_file), strip(&defaults), "examples/config.toml drifted from the defaults");
+    assert_eq!(
+        strip(&with_file),
+        strip(&defaults),
+        "examples/config.toml drifted from the defaults"
+    );
 }
