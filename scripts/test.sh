@@ -13,6 +13,6 @@ export LLMCACHE_TEST_CHROMA_PYTHON="$VENV/bin/python"
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features bench -- -D warnings
 echo "==> cargo test"
 cargo test --locked

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backends::chroma::ChromaBackend;
 use crate::backends::redis::{InfoSamples, RedisBackend};
 use crate::backends::{Backend, BackendMetrics, ComponentHealth, Status};
+use crate::cache::CacheManager;
 use crate::config::{Config, EmbeddingsProvider};
 use crate::health::HealthSources;
 use crate::http::{router, HttpState};
@@ -29,6 +30,7 @@ pub struct App {
     addr: SocketAddr,
     redis: Arc<RedisBackend>,
     chroma: Arc<ChromaBackend>,
+    cache: Arc<CacheManager>,
     http: HttpState,
     /// Held so the embeddings health channel stays open.
     _embeddings: watch::Sender<ComponentHealth>,
@@ -53,6 +55,7 @@ impl App {
             None,
             MetricType::Gauge,
         );
+        let cache = Arc::new(CacheManager::new(&config.cache, builder.namespace()));
         let metrics = Arc::new(builder.finish());
 
         let redis = RedisBackend::new(&config.redis, backend_metrics.clone(), redis_samples)
@@ -77,6 +80,7 @@ impl App {
                 redis: redis.health(),
                 chroma: chroma.health(),
                 embeddings: embeddings.subscribe(),
+                cache: cache.clone(),
             },
             ready: Arc::new(AtomicBool::new(false)),
         };
@@ -85,6 +89,7 @@ impl App {
             addr,
             redis: Arc::new(redis),
             chroma: Arc::new(chroma),
+            cache,
             http,
             _embeddings: embeddings,
         })
@@ -104,6 +109,7 @@ impl App {
         let mut loops = JoinSet::new();
         loops.spawn(self.redis.clone().run_probe(cancel.clone()));
         loops.spawn(self.chroma.clone().run_probe(cancel.clone()));
+        loops.spawn(self.cache.clone().run_maintenance(cancel.clone()));
         self.http.ready.store(true, Ordering::Relaxed);
         tracing::info!(address = %self.addr, version = env!("CARGO_PKG_VERSION"), "listening");
 

@@ -5,10 +5,13 @@
 //! backend is down, `degraded` when something needs a look but the canary still
 //! measures (a foreign Chroma collection, INFO refused, memory pressure).
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::backends::{ComponentHealth, Status};
+use crate::cache::CacheManager;
 
 /// The `cache.stats` object.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -22,14 +25,6 @@ pub(crate) struct CacheStats {
 }
 
 impl CacheStats {
-    /// Stats before any cache request: zeros, 0.0 % hit rate.
-    pub(crate) fn empty() -> Self {
-        Self {
-            hit_rate: format_hit_rate(0, 0),
-            ..Self::default()
-        }
-    }
-
     fn hit_ratio_percent(&self) -> f64 {
         ratio_percent(self.total_hits, self.total_misses)
     }
@@ -94,11 +89,12 @@ pub(crate) struct HealthReport {
 }
 
 /// Where the report's parts come from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct HealthSources {
     pub(crate) redis: watch::Receiver<ComponentHealth>,
     pub(crate) chroma: watch::Receiver<ComponentHealth>,
     pub(crate) embeddings: watch::Receiver<ComponentHealth>,
+    pub(crate) cache: Arc<CacheManager>,
 }
 
 impl HealthSources {
@@ -107,7 +103,7 @@ impl HealthSources {
         let redis = self.redis.borrow().clone();
         let chromadb = self.chroma.borrow().clone();
         let embeddings = self.embeddings.borrow().clone();
-        let cache = CacheHealth::from_stats(CacheStats::empty());
+        let cache = CacheHealth::from_stats(self.cache.stats());
         let status = [
             redis.status,
             chromadb.status,
@@ -140,6 +136,13 @@ mod tests {
 
     #[test]
     fn overall_status_is_the_worst_component() {
+        let config = crate::config::Config::from_args(["llm-cache-exporter"])
+            .unwrap()
+            .config;
+        let cache = Arc::new(CacheManager::new(
+            &config.cache,
+            &mut prometheus_client::registry::Registry::default(),
+        ));
         let ok = ComponentHealth {
             status: Status::Healthy,
             details: String::new(),
@@ -153,6 +156,7 @@ mod tests {
             redis: watch::Sender::new(r).subscribe(),
             chroma: watch::Sender::new(c).subscribe(),
             embeddings: watch::Sender::new(embeddings.clone()).subscribe(),
+            cache: cache.clone(),
         };
         assert_eq!(
             sources(ok.clone(), ok.clone()).report().status,

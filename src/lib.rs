@@ -9,12 +9,18 @@
 
 mod app;
 mod backends;
+mod cache;
 mod config;
 mod health;
 mod http;
 mod metrics;
 mod process;
 pub mod telemetry;
+mod zipf;
+
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench;
 
 pub use app::App;
 pub use config::{Config, ConfigError, Invocation, Mode};

@@ -1,0 +1,88 @@
+//! A narrow, unstable facade over internals for `benches/` (feature `bench`).
+//! Not part of the public API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+
+use crate::cache::{CacheFamilies, CacheName, Embedding, Freshness, InstrumentedCache, Lookup};
+
+/// The embeddings cache exactly as the daemon builds it.
+pub struct BenchCache(InstrumentedCache<Embedding>);
+
+impl BenchCache {
+    /// An instrumented cache of `capacity` bytes with a one-hour TTL.
+    pub fn new(capacity: u64) -> Self {
+        let families = CacheFamilies::register(&mut Registry::default());
+        Self(InstrumentedCache::new(
+            CacheName::Embeddings,
+            Duration::from_secs(3600),
+            capacity,
+            Freshness::Immutable,
+            families.for_cache(CacheName::Embeddings),
+        ))
+    }
+
+    /// Looks `key` up, loading `value` on a miss; true on a hit.
+    pub async fn get_or_load(&self, key: &str, value: &Arc<[f32]>) -> bool {
+        let result = self
+            .0
+            .get_or_load(key, || async { Ok::<_, Arc<str>>(value.clone()) })
+            .await;
+        matches!(result, Ok((_, Lookup::Hit)))
+    }
+
+    /// Runs moka's pending maintenance.
+    pub async fn maintain(&self) {
+        self.0.maintain().await;
+    }
+
+    /// The weight the daemon's weigher gives `key` with `value`.
+    pub fn weight(key: &str, value: &Arc<[f32]>) -> u64 {
+        (crate::cache::ENTRY_OVERHEAD + key.len() + crate::cache::Weigh::weight(value)) as u64
+    }
+}
+
+/// A bare moka cache configured exactly like the daemon's (weigher and
+/// TTL), without the instrumentation.
+pub struct BareCache(moka::future::Cache<String, crate::cache::Stamped<Embedding>>);
+
+impl BareCache {
+    /// A bare cache of `capacity` bytes.
+    pub fn new(capacity: u64) -> Self {
+        Self(crate::cache::bare_moka(capacity, Duration::from_secs(3600)))
+    }
+
+    /// Inserts `key`.
+    pub async fn insert(&self, key: &str, value: &Arc<[f32]>) {
+        self.0
+            .insert(key.to_owned(), crate::cache::Stamped::new(value.clone()))
+            .await;
+    }
+
+    /// A plain moka `get`; true when present.
+    pub async fn get(&self, key: &str) -> bool {
+        self.0.get(key).await.is_some()
+    }
+
+    /// Runs moka's pending maintenance.
+    pub async fn maintain(&self) {
+        self.0.run_pending_tasks().await;
+    }
+}
+
+/// Zipf ranks over `0..n` with exponent `s`, from uniform draws in `[0, 1)`.
+pub struct ZipfRanks(crate::zipf::Zipf);
+
+impl ZipfRanks {
+    /// The distribution.
+    pub fn new(n: usize, s: f64) -> Self {
+        Self(crate::zipf::Zipf::new(n, s))
+    }
+
+    /// The rank for `u`.
+    pub fn rank(&self, u: f64) -> usize {
+        self.0.rank(u)
+    }
+}

@@ -1,0 +1,393 @@
+//! One instrumented cache: moka underneath (TinyLFU admission, weighted
+//! capacity, per-entry expiry), with exact per-caller accounting, coalesced
+//! loads, write-safe freshness, and a capacity that can change at run time.
+//!
+//! Freshness works by generation stamps. A write bumps a generation (per key,
+//! or global) *before* invalidating; every loaded value carries the generation
+//! read *before* its backend read began. A caller reads the generation when it
+//! starts and accepts a cached or coalesced value only if the value's stamp is
+//! at least that: such a value's backend read began after every write that had
+//! finished when the caller started. Invalidation then only frees memory; the
+//! stamps are what guarantee that a finished write is never hidden.
+
+use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use moka::future::Cache;
+
+use super::metrics::{CacheMetrics, CacheName};
+
+/// Estimated bytes moka and this module spend per entry beyond key and value:
+/// moka's node, its deque and timer-wheel links, the hash table slot, and
+/// the stamp. An estimate, kept deliberately on the high side.
+pub(crate) const ENTRY_OVERHEAD: usize = 160;
+
+/// How many bytes a value holds, for the weigher.
+pub(crate) trait Weigh {
+    /// Heap and inline bytes of the value.
+    fn weight(&self) -> usize;
+}
+
+/// What a cache lookup found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// Answered from the cache.
+    Hit,
+    /// Loaded from the backend (or from a concurrent caller's load).
+    Miss,
+}
+
+impl Lookup {
+    /// `hit` or `miss`, for logs.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+        }
+    }
+}
+
+/// How a cache learns that its entries went stale.
+pub(crate) enum Freshness {
+    /// Values never change (embeddings of a text).
+    Immutable,
+    /// A write to one key makes that key stale (chat history of a session).
+    /// Keys hash onto stripes, so the table stays small; a write to a key only
+    /// costs other keys on its stripe a spurious miss.
+    PerKey(Box<[AtomicU64]>),
+    /// Any write makes every entry stale (similarity results).
+    Global(AtomicU64),
+}
+
+impl Freshness {
+    /// Per-key freshness with 4096 stripes (32 KiB).
+    pub(crate) fn per_key() -> Self {
+        Self::PerKey((0..4096).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Global freshness.
+    pub(crate) fn global() -> Self {
+        Self::Global(AtomicU64::new(0))
+    }
+
+    fn slot(&self, key: &str) -> Option<&AtomicU64> {
+        match self {
+            Self::Immutable => None,
+            Self::Global(generation) => Some(generation),
+            Self::PerKey(stripes) => {
+                let mut hasher = DefaultHasher::new();
+                key.hash(&mut hasher);
+                stripes.get((hasher.finish() % stripes.len() as u64) as usize)
+            }
+        }
+    }
+
+    fn current(&self, key: &str) -> u64 {
+        self.slot(key).map_or(0, |g| g.load(Ordering::Acquire))
+    }
+
+    fn bump(&self, key: &str) {
+        if let Some(generation) = self.slot(key) {
+            generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A cached value with the generation its load started at. moka's
+/// `time_to_live` expires entries; an entry copied into a new cache by a
+/// resize carries its original `deadline`, which lookups enforce, so a resize
+/// never extends an entry's life.
+#[derive(Clone)]
+pub(crate) struct Stamped<V> {
+    value: V,
+    generation: u64,
+    loaded_at: Instant,
+    deadline: Option<Instant>,
+}
+
+impl<V> Stamped<V> {
+    fn is_current(&self, floor: u64) -> bool {
+        self.generation >= floor
+            && self
+                .deadline
+                .is_none_or(|deadline| deadline > Instant::now())
+    }
+}
+
+impl<V> Stamped<V> {
+    /// A value loaded now at generation 0 (for benchmarks).
+    #[cfg(feature = "bench")]
+    pub(crate) fn new(value: V) -> Self {
+        Self {
+            value,
+            generation: 0,
+            loaded_at: Instant::now(),
+            deadline: None,
+        }
+    }
+}
+
+/// A moka cache configured as the instrumented ones are, without any
+/// instrumentation: the benchmark's baseline.
+#[cfg(feature = "bench")]
+pub(crate) fn bare_moka<V: Weigh + Clone + Send + Sync + 'static>(
+    capacity: u64,
+    ttl: Duration,
+) -> Cache<String, Stamped<V>> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .weigher(|key: &String, value: &Stamped<V>| {
+            u32::try_from(weigh(key, value)).unwrap_or(u32::MAX)
+        })
+        .time_to_live(ttl)
+        .build()
+}
+
+/// Why a load produced nothing to cache.
+enum LoadError<V, E> {
+    /// The backend failed: nothing is cached, the caller sees the error.
+    Failed(E),
+    /// The value is larger than the cache's whole capacity: every coalesced
+    /// caller gets it, the cache does not keep it.
+    Oversize(Stamped<V>),
+}
+
+/// Loads beyond this many stale coalesced answers go straight to the backend.
+const COALESCED_ATTEMPTS: usize = 3;
+
+/// A named, instrumented, resizable cache of `String` keys.
+pub(crate) struct InstrumentedCache<V> {
+    name: CacheName,
+    ttl: Duration,
+    freshness: Freshness,
+    capacity: AtomicU64,
+    inner: ArcSwap<Cache<String, Stamped<V>>>,
+    resizing: tokio::sync::Mutex<()>,
+    metrics: CacheMetrics,
+}
+
+fn weigh<V: Weigh>(key: &str, value: &Stamped<V>) -> u64 {
+    (ENTRY_OVERHEAD + key.len() + value.value.weight()) as u64
+}
+
+impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
+    /// An empty cache holding at most `capacity` bytes.
+    pub(crate) fn new(
+        name: CacheName,
+        ttl: Duration,
+        capacity: u64,
+        freshness: Freshness,
+        metrics: CacheMetrics,
+    ) -> Self {
+        metrics
+            .capacity
+            .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        Self {
+            name,
+            ttl,
+            freshness,
+            capacity: AtomicU64::new(capacity),
+            inner: ArcSwap::from_pointee(build(capacity, ttl, &metrics)),
+            resizing: tokio::sync::Mutex::new(()),
+            metrics,
+        }
+    }
+
+    /// The cached value for `key`, or the value `load` produces (cached unless
+    /// it is larger than the whole capacity). Counts one request and one hit
+    /// or miss for this caller. Concurrent misses on one key share one load; a
+    /// failed load caches nothing and every caller sharing it gets the error.
+    pub(crate) async fn get_or_load<F, Fut, E>(&self, key: &str, load: F) -> Result<(V, Lookup), E>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Clone + Send + Sync + 'static,
+    {
+        // The clock and size reads feed only the debug event; skip them when
+        // it is off, so the hit path stays close to a bare moka get.
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        let started = debug.then(Instant::now);
+        // A guard, not a refcount: arc-swap's fast path, and a fallback to a
+        // full reference when this thread's guard slots are all in use.
+        let cache = self.inner.load();
+        let floor = self.freshness.current(key);
+        let bytes_before = if debug { cache.weighted_size() } else { 0 };
+        self.metrics.requests.inc();
+        let mut lookup = Lookup::Miss;
+        let result = match cache.get(key).await {
+            Some(stamped) if stamped.is_current(floor) => {
+                self.metrics.hits.inc();
+                lookup = Lookup::Hit;
+                Ok(stamped.value)
+            }
+            stale => {
+                if stale.is_some() {
+                    // Loaded before a write that has finished since, or past
+                    // its deadline: never serve it.
+                    cache.invalidate(key).await;
+                }
+                self.load(&cache, key, floor, &load).await
+            }
+        };
+        if let Some(started) = started {
+            tracing::debug!(
+                operation = "get_or_load",
+                cache = self.name.as_str(),
+                outcome = lookup.as_str(),
+                ok = result.is_ok(),
+                duration_us = started.elapsed().as_micros() as u64,
+                bytes_before,
+                bytes_after = cache.weighted_size(),
+                "cache lookup"
+            );
+        }
+        result.map(|value| (value, lookup))
+    }
+
+    async fn load<F, Fut, E>(
+        &self,
+        cache: &Cache<String, Stamped<V>>,
+        key: &str,
+        floor: u64,
+        load: &F,
+    ) -> Result<V, E>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Clone + Send + Sync + 'static,
+    {
+        for _ in 0..COALESCED_ATTEMPTS {
+            let capacity = self.capacity.load(Ordering::Relaxed);
+            let init = async {
+                let generation = self.freshness.current(key);
+                let value = load().await.map_err(LoadError::Failed)?;
+                let stamped = Stamped {
+                    value,
+                    generation,
+                    loaded_at: Instant::now(),
+                    deadline: None,
+                };
+                if weigh(key, &stamped) > capacity {
+                    Err(LoadError::Oversize(stamped))
+                } else {
+                    Ok(stamped)
+                }
+            };
+            let stamped = match cache.entry(key.to_owned()).or_try_insert_with(init).await {
+                Ok(entry) => entry.into_value(),
+                Err(err) => match &*err {
+                    LoadError::Failed(err) => return Err(err.clone()),
+                    LoadError::Oversize(stamped) => {
+                        self.metrics.uncacheable.inc();
+                        tracing::debug!(
+                            cache = self.name.as_str(),
+                            bytes = weigh(key, stamped),
+                            capacity,
+                            "value larger than the cache's capacity; not cached"
+                        );
+                        stamped.clone()
+                    }
+                },
+            };
+            if stamped.is_current(floor) {
+                return Ok(stamped.value);
+            }
+            cache.invalidate(key).await;
+        }
+        // Writes keep racing this key; answer from the backend directly.
+        load().await
+    }
+
+    /// Marks `key` stale (for every caller that starts from now on) and drops it.
+    pub(crate) async fn invalidate(&self, key: &str) {
+        self.freshness.bump(key);
+        self.inner.load().invalidate(key).await;
+    }
+
+    /// Marks every entry stale and drops them all.
+    pub(crate) fn invalidate_all(&self) {
+        if let Freshness::Global(generation) = &self.freshness {
+            generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.inner.load().invalidate_all();
+    }
+
+    /// Moves the cache to a new capacity. moka cannot change a cache's
+    /// capacity in place, so this builds a cache of the new size, copies the
+    /// live entries over (keeping their deadlines), swaps it in, and runs
+    /// moka's maintenance so the new cache evicts down to its capacity before
+    /// this returns. Lookups during the copy keep using the old cache.
+    pub(crate) async fn set_capacity(&self, capacity: u64) {
+        let _one_at_a_time = self.resizing.lock().await;
+        if self.capacity.load(Ordering::Relaxed) == capacity {
+            return;
+        }
+        let old = self.inner.load_full();
+        let new = build(capacity, self.ttl, &self.metrics);
+        let now = Instant::now();
+        for (key, mut stamped) in old.iter() {
+            let deadline = stamped.deadline.unwrap_or(stamped.loaded_at + self.ttl);
+            if deadline > now && weigh(&key, &stamped) <= capacity {
+                stamped.deadline = Some(deadline);
+                new.insert(key.as_ref().clone(), stamped).await;
+            }
+        }
+        self.capacity.store(capacity, Ordering::Relaxed);
+        self.inner.store(Arc::new(new.clone()));
+        new.run_pending_tasks().await;
+        self.metrics
+            .capacity
+            .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        self.publish(&new);
+    }
+
+    /// Runs moka's pending maintenance (evictions, expiries) and updates the
+    /// gauges. Returns the bytes held.
+    pub(crate) async fn maintain(&self) -> u64 {
+        let cache = self.inner.load_full();
+        cache.run_pending_tasks().await;
+        self.publish(&cache)
+    }
+
+    fn publish(&self, cache: &Cache<String, Stamped<V>>) -> u64 {
+        let bytes = cache.weighted_size();
+        self.metrics
+            .entries
+            .set(i64::try_from(cache.entry_count()).unwrap_or(i64::MAX));
+        self.metrics
+            .size
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        bytes
+    }
+
+    /// The current capacity in bytes.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// The metric handles (for `/health` and tests).
+    pub(crate) fn metrics(&self) -> &CacheMetrics {
+        &self.metrics
+    }
+}
+
+fn build<V: Weigh + Clone + Send + Sync + 'static>(
+    capacity: u64,
+    ttl: Duration,
+    metrics: &CacheMetrics,
+) -> Cache<String, Stamped<V>> {
+    let listener_metrics = metrics.clone();
+    Cache::builder()
+        .max_capacity(capacity)
+        .weigher(|key: &String, value: &Stamped<V>| {
+            u32::try_from(weigh(key, value)).unwrap_or(u32::MAX)
+        })
+        .time_to_live(ttl)
+        .eviction_listener(move |_key, _value, cause| listener_metrics.evicted(cause.into()))
+        .build()
+}

@@ -1,0 +1,222 @@
+//! The cache manager: three instrumented caches (`chat_history`,
+//! `similarity`, `embeddings`) drawing on one memory pool.
+//!
+//! # The memory pool
+//!
+//! `cache.memory_budget` is split between the caches by their `share`. The
+//! pool's budget can change at run time ([`CacheManager::resize`]): the
+//! memory-pressure monitor shrinks it under pressure and restores it after.
+//!
+//! moka fixes a cache's `max_capacity` when it is built, so a resize
+//! *rebuilds and migrates*: for each cache, a new moka cache with the new
+//! capacity is built, the live entries are copied into it with their original
+//! deadlines, it is swapped in atomically, and moka's maintenance runs on it
+//! before `resize` returns, so its weighted size is within the new capacity.
+//! Entries that do not fit are evicted by moka's own policy (TinyLFU admission,
+//! LRU-ish eviction) and counted as `size` evictions. A grow works the same way
+//! and simply has room to spare. Hand-rolled eviction on top of moka was the
+//! alternative; it would have meant second-guessing moka's policy and
+//! double-counting sizes, for no gain on an operation that runs rarely.
+//!
+//! # Accounting
+//!
+//! Every lookup counts one request and one hit or miss, whatever happens under
+//! it (coalesced load, failed load, oversize value). Gauges (entries, bytes,
+//! pool used) are refreshed by [`CacheManager::run_maintenance`] every 500 ms,
+//! never inside a scrape.
+
+// Writes (invalidation) come from the workload and resizes from the memory
+// monitor; until those land, the tests below are the only callers.
+#![cfg_attr(not(test), allow(dead_code, unused_imports))]
+
+mod instrumented;
+mod metrics;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "bench")]
+pub(crate) use instrumented::{bare_moka, Stamped, ENTRY_OVERHEAD};
+pub(crate) use instrumented::{Freshness, InstrumentedCache, Lookup, Weigh};
+pub(crate) use metrics::{CacheFamilies, CacheName, EvictionCause};
+
+use crate::backends::chroma::QueryHits;
+use crate::config::CacheConfig;
+use crate::health::{format_hit_rate, CacheStats};
+
+/// A session's chat history: the raw JSON entries, oldest first.
+pub(crate) type ChatHistory = Arc<[String]>;
+/// An embedding vector.
+pub(crate) type Embedding = Arc<[f32]>;
+/// The nearest memories to a query.
+pub(crate) type Similar = Arc<QueryHits>;
+
+impl Weigh for Arc<[String]> {
+    fn weight(&self) -> usize {
+        16 + self.iter().map(|s| 24 + s.len()).sum::<usize>()
+    }
+}
+
+impl Weigh for Arc<[f32]> {
+    fn weight(&self) -> usize {
+        16 + self.len() * 4
+    }
+}
+
+impl Weigh for Arc<QueryHits> {
+    fn weight(&self) -> usize {
+        let ids: usize = self.ids.iter().map(|s| 24 + s.len()).sum();
+        let documents: usize = self
+            .documents
+            .iter()
+            .map(|d| 24 + d.as_ref().map_or(0, String::len))
+            .sum();
+        16 + 72 + ids + documents + self.distances.len() * 8
+    }
+}
+
+/// How often the gauges are refreshed and moka's maintenance runs.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The three caches and their pool.
+pub(crate) struct CacheManager {
+    pub(crate) chat_history: InstrumentedCache<ChatHistory>,
+    pub(crate) similarity: InstrumentedCache<Similar>,
+    pub(crate) embeddings: InstrumentedCache<Embedding>,
+    shares: [f64; 3],
+    configured_budget: u64,
+    budget: AtomicU64,
+    families: CacheFamilies,
+    memory_pressure: AtomicBool,
+}
+
+impl CacheManager {
+    /// Registers the metrics under `registry` (the `llmcache_` namespace) and
+    /// builds the caches at the configured budget.
+    pub(crate) fn new(config: &CacheConfig, registry: &mut Registry) -> Self {
+        let families = CacheFamilies::register(registry);
+        let budget = config.memory_budget;
+        let shares = [
+            config.chat_history.share,
+            config.similarity.share,
+            config.embeddings.share,
+        ];
+        let share_of = |i: usize| (budget as f64 * shares[i]).floor() as u64;
+        let manager = Self {
+            chat_history: InstrumentedCache::new(
+                CacheName::ChatHistory,
+                config.chat_history.ttl,
+                share_of(0),
+                Freshness::per_key(),
+                families.for_cache(CacheName::ChatHistory),
+            ),
+            similarity: InstrumentedCache::new(
+                CacheName::Similarity,
+                config.similarity.ttl,
+                share_of(1),
+                Freshness::global(),
+                families.for_cache(CacheName::Similarity),
+            ),
+            embeddings: InstrumentedCache::new(
+                CacheName::Embeddings,
+                config.embeddings.ttl,
+                share_of(2),
+                Freshness::Immutable,
+                families.for_cache(CacheName::Embeddings),
+            ),
+            shares,
+            configured_budget: budget,
+            budget: AtomicU64::new(budget),
+            families,
+            memory_pressure: AtomicBool::new(false),
+        };
+        manager
+            .families
+            .pool_budget
+            .set(i64::try_from(budget).unwrap_or(i64::MAX));
+        manager
+    }
+
+    /// The budget from the configuration, before any pressure adjustment.
+    pub(crate) fn configured_budget(&self) -> u64 {
+        self.configured_budget
+    }
+
+    /// The pool's current budget.
+    pub(crate) fn budget(&self) -> u64 {
+        self.budget.load(Ordering::Relaxed)
+    }
+
+    /// Gives the pool a new budget. When this returns, every cache has its new
+    /// capacity and holds no more than it (see the module docs).
+    pub(crate) async fn resize(&self, budget: u64) {
+        let previous = self.budget.swap(budget, Ordering::Relaxed);
+        self.families
+            .pool_budget
+            .set(i64::try_from(budget).unwrap_or(i64::MAX));
+        let share_of = |i: usize| (budget as f64 * self.shares[i]).floor() as u64;
+        self.chat_history.set_capacity(share_of(0)).await;
+        self.similarity.set_capacity(share_of(1)).await;
+        self.embeddings.set_capacity(share_of(2)).await;
+        let used = self.maintain().await;
+        tracing::info!(previous, budget, used, "memory pool resized");
+    }
+
+    /// Records whether the memory monitor sees pressure (for `/health`).
+    #[allow(dead_code)]
+    pub(crate) fn set_memory_pressure(&self, pressure: bool) {
+        self.memory_pressure.store(pressure, Ordering::Relaxed);
+    }
+
+    /// Runs every cache's maintenance and refreshes the gauges. Returns the
+    /// bytes held in total.
+    pub(crate) async fn maintain(&self) -> u64 {
+        let used = self.chat_history.maintain().await
+            + self.similarity.maintain().await
+            + self.embeddings.maintain().await;
+        self.families
+            .pool_used
+            .set(i64::try_from(used).unwrap_or(i64::MAX));
+        used
+    }
+
+    /// Keeps the gauges fresh until `cancel`.
+    pub(crate) async fn run_maintenance(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            self.maintain().await;
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// The `/health` cache statistics, read from the same counters and gauges
+    /// `/metrics` serves, so the two always agree.
+    pub(crate) fn stats(&self) -> CacheStats {
+        let metrics = [
+            self.chat_history.metrics(),
+            self.similarity.metrics(),
+            self.embeddings.metrics(),
+        ];
+        let hits: u64 = metrics.iter().map(|m| m.hits.get()).sum();
+        let requests: u64 = metrics.iter().map(|m| m.requests.get()).sum();
+        let entries: i64 = metrics.iter().map(|m| m.entries.get()).sum();
+        let misses = requests.saturating_sub(hits);
+        CacheStats {
+            total_hits: hits,
+            total_misses: misses,
+            hit_rate: format_hit_rate(hits, misses),
+            cache_size: u64::try_from(entries).unwrap_or(0),
+            memory_usage_mb: self.families.pool_used.get() as f64 / (1024.0 * 1024.0),
+            memory_pressure: self.memory_pressure.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
