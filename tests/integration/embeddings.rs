@@ -1,0 +1,122 @@
+//! The OpenAI-compatible embeddings provider. No such server runs offline,
+//! so wiremock stands in for it; Redis and Chroma are real.
+
+use std::time::Duration;
+
+use llm_cache_exporter::{App, Config};
+use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{ChromaServer, RedisServer};
+
+/// `--once` with the openai provider pointed at `server`.
+async fn once(server: &MockServer, extra: &str) -> serde_json::Value {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("api-key");
+    std::fs::write(&key, "sk-test-123\n").unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[embeddings]\nprovider = \"openai\"\nurl = \"{}/v1\"\nmodel = \"test-embed\"\napi_key_file = \"{}\"\ndimensions = 8\n{extra}",
+            server.uri(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let args = [
+        "x".to_owned(),
+        "--config.file".into(),
+        config.display().to_string(),
+        "--redis.url".into(),
+        redis.url(),
+        "--chroma.url".into(),
+        chroma.url(),
+    ];
+    let config = Config::from_args(args).unwrap().config;
+    let outcome = App::once(config).await.unwrap();
+    serde_json::from_str(&outcome.report).unwrap()
+}
+
+fn embedding(dimensions: usize) -> serde_json::Value {
+    serde_json::json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": vec![0.125; dimensions]}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_compatible_endpoint_embeds_with_the_bearer_key_and_model() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .and(header("authorization", "Bearer sk-test-123"))
+        .and(body_partial_json(
+            serde_json::json!({"model": "test-embed"}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(embedding(8)))
+        .mount(&server)
+        .await;
+    let report = once(&server, "").await;
+    assert_eq!(report["ok"], true, "{report}");
+    // Two distinct texts are embedded; the repeated query hits the embeddings cache.
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+/// The kind reported for the first embedding-dependent operation.
+fn query_error_kind(report: &serde_json::Value) -> &str {
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(
+        report["operations"][0]["outcome"], "cache_miss",
+        "chat operations are unaffected: {report}"
+    );
+    report["operations"][3]["error"]["kind"]
+        .as_str()
+        .unwrap_or("none")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_is_a_server_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+    assert_eq!(query_error_kind(&once(&server, "").await), "server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_is_a_timeout() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(embedding(8))
+                .set_delay(Duration::from_secs(5)),
+        )
+        .mount(&server)
+        .await;
+    assert_eq!(
+        query_error_kind(&once(&server, "timeout = \"300ms\"\n").await),
+        "timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vector_of_the_wrong_dimension_is_a_validation_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(embedding(4)))
+        .mount(&server)
+        .await;
+    assert_eq!(query_error_kind(&once(&server, "").await), "validation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_answer_is_a_protocol_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>"))
+        .mount(&server)
+        .await;
+    assert_eq!(query_error_kind(&once(&server, "").await), "protocol");
+}
