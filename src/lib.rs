@@ -11,16 +11,18 @@ mod app;
 mod backends;
 mod cache;
 mod config;
+mod embeddings;
 mod health;
 mod http;
 mod metrics;
 mod process;
 pub mod telemetry;
+mod workload;
 mod zipf;
 
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
 
-pub use app::App;
+pub use app::{App, OnceOutcome};
 pub use config::{Config, ConfigError, Invocation, Mode};

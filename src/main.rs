@@ -41,6 +41,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if invocation.mode == Mode::Once {
+        return match runtime.block_on(App::once(config)) {
+            Ok(outcome) => {
+                println!("{}", outcome.report);
+                if outcome.ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "--once failed");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = runtime.block_on(async {
         let app = App::build(config).await?;
         app.run(shutdown_signal()).await

@@ -2,10 +2,6 @@
 //! with probability proportional to `1 / (k + 1)^s`. Exact for any exponent,
 //! deterministic given the uniform input, O(log n) per draw.
 
-// The workload's session popularity is the caller; until it lands, the
-// benchmarks and tests are.
-#![cfg_attr(not(test), allow(dead_code))]
-
 /// A Zipf distribution over `0..n`.
 #[derive(Debug, Clone)]
 pub(crate) struct Zipf {
@@ -36,6 +32,7 @@ impl Zipf {
     }
 
     /// The probability of rank `k`.
+    #[cfg(test)]
     pub(crate) fn probability(&self, k: usize) -> f64 {
         match k {
             0 => self.cdf[0],
@@ -45,6 +42,7 @@ impl Zipf {
     }
 
     /// The probability mass of the `k` most popular ranks.
+    #[cfg(test)]
     pub(crate) fn head_mass(&self, k: usize) -> f64 {
         match k {
             0 => 0.0,

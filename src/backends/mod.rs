@@ -39,6 +39,11 @@ label_values! {
         Query => "query",
         Count => "count",
         Delete => "delete",
+        Lrange => "lrange",
+        StoreEntry => "store_entry",
+        Scan => "scan",
+        Unlink => "unlink",
+        Embed => "embed",
     }
 }
 

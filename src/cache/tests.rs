@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
+use super::metrics::EvictionCause;
 use super::*;
 use crate::config::Config;
 

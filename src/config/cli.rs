@@ -137,6 +137,10 @@ pub(crate) struct Cli {
     /// Validate the configuration, print it with secrets redacted, and exit.
     #[arg(long = "check-config", env = "LLMCACHE_CHECK_CONFIG")]
     pub(crate) check_config: bool,
+
+    /// Run each operation once, print a JSON report, exit 0 if all succeeded, else 1.
+    #[arg(long = "once", env = "LLMCACHE_ONCE", conflicts_with = "check_config")]
+    pub(crate) once: bool,
 }
 
 impl Cli {

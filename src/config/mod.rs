@@ -27,6 +27,8 @@ pub enum Mode {
     Run,
     /// Print the effective configuration with secrets redacted, then exit 0.
     CheckConfig,
+    /// Run each operation once, print a JSON report, exit 0 or 1.
+    Once,
 }
 
 /// A parsed and validated command line.
@@ -264,6 +266,8 @@ impl Config {
         let (cli, matches) = cli::Cli::parse_from_args(args).map_err(ConfigError::Usage)?;
         let mode = if cli.check_config {
             Mode::CheckConfig
+        } else if cli.once {
+            Mode::Once
         } else {
             Mode::Run
         };

@@ -530,17 +530,11 @@ fn embeddings(layers: &Layers<'_>) -> Result<EmbeddingsConfig, ConfigError> {
                 .as_deref()
                 .map(|path| read_secret(path, &layers.file_key("embeddings.api_key_file")))
                 .transpose()?;
-            let _provider = EmbeddingsProvider::OpenAi {
+            EmbeddingsProvider::OpenAi {
                 url: http_url(text, &url_key, "embeddings.api_key_file")?,
                 model,
                 api_key,
-            };
-            // The workload is what calls the embedder; until it lands, an
-            // openai provider would be configured but never used.
-            return Err(ConfigError::invalid(
-                layers.file_key("embeddings.provider"),
-                "\"openai\" is not supported by this version yet; use \"hash\"",
-            ));
+            }
         }
         other => {
             return Err(ConfigError::invalid(
@@ -614,9 +608,9 @@ fn workload(layers: &Layers<'_>) -> Result<WorkloadConfig, ConfigError> {
         query_similar_memories: weight(
             "query_similar_memories",
             file.mix.query_similar_memories,
-            0.2,
+            0.25,
         )?,
-        store_memory: weight("store_memory", file.mix.store_memory, 0.1)?,
+        store_memory: weight("store_memory", file.mix.store_memory, 0.05)?,
     };
     if mix.get_chat_history + mix.store_chat_entry + mix.query_similar_memories + mix.store_memory
         <= 0.0

@@ -158,7 +158,6 @@ impl RedisServer {
     }
 
     /// Runs `redis-cli` against this server and returns its stdout.
-    #[allow(dead_code)]
     pub fn cli(&self, args: &[&str]) -> String {
         let binary = require("redis-cli", "apt-get install -y redis-tools");
         let out = Command::new(binary)
@@ -401,6 +400,20 @@ pub fn backend_flags(redis: &RedisServer, chroma: &ChromaServer) -> Vec<String> 
     ]
 }
 
+/// Starts the app against these servers with `toml` as its config file.
+pub async fn spawn_app_with_config(
+    redis: &RedisServer,
+    chroma: &ChromaServer,
+    toml: &str,
+) -> (TestApp, TempDir) {
+    let dir = TempDir::new().expect("temp dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).expect("config file");
+    let mut flags = backend_flags(redis, chroma);
+    flags.extend(["--config.file".into(), path.display().to_string()]);
+    (spawn_app(&flags).await, dir)
+}
+
 impl TestApp {
     /// `http://ADDR/PATH`
     pub fn url(&self, path: &str) -> String {
@@ -434,6 +447,22 @@ impl TestApp {
     /// The value of one series in `/metrics`, e.g. `llmcache_backend_up{backend="redis"}`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         metric_value(&self.metrics().await, series)
+    }
+
+    /// Waits until `series` is at least `value`, or fails after `timeout`.
+    pub async fn wait_for_at_least(&self, series: &str, value: f64, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.metric(series).await;
+            if let Some(seen) = seen.filter(|v| *v >= value) {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} stayed {seen:?}, wanted >= {value} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until `series` equals `value`, or fails after `timeout`.

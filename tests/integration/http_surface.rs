@@ -91,16 +91,23 @@ async fn metrics_are_served_in_both_formats_with_the_foundation_series() {
         "llmcache_redis_keyspace_hits_total ",
         "llmcache_redis_keyspace_misses_total ",
         "llmcache_redis_evicted_keys_total ",
-        "llmcache_chroma_collection_records 0",
-        r#"llmcache_cache_requests_total{cache="chat_history"} 0"#,
-        r#"llmcache_cache_hits_total{cache="similarity"} 0"#,
-        r#"llmcache_cache_entries{cache="embeddings"} 0"#,
-        r#"llmcache_cache_size_bytes{cache="chat_history"} 0"#,
+        "llmcache_chroma_collection_records ",
+        r#"llmcache_cache_requests_total{cache="chat_history"} "#,
+        r#"llmcache_cache_hits_total{cache="similarity"} "#,
+        r#"llmcache_cache_entries{cache="embeddings"} "#,
+        r#"llmcache_cache_size_bytes{cache="chat_history"} "#,
         r#"llmcache_cache_capacity_bytes{cache="embeddings"} 33554432"#,
-        r#"llmcache_cache_evictions_total{cache="similarity",cause="expired"} 0"#,
-        r#"llmcache_cache_evictions_total{cache="chat_history",cause="size"} 0"#,
+        r#"llmcache_cache_evictions_total{cache="similarity",cause="expired"} "#,
+        r#"llmcache_cache_evictions_total{cache="chat_history",cause="size"} "#,
+        r#"llmcache_cache_uncacheable_total{cache="similarity"} "#,
         "llmcache_memory_pool_budget_bytes 67108864",
-        "llmcache_memory_pool_used_bytes 0",
+        "llmcache_memory_pool_used_bytes ",
+        r#"llmcache_operation_duration_seconds_bucket{operation="get_chat_history",outcome="cache_hit",le="0.0001"} "#,
+        r#"llmcache_operation_errors_total{operation="store_memory",kind="timeout"} "#,
+        "llmcache_workload_scheduled_total ",
+        "llmcache_workload_skipped_total ",
+        "llmcache_workload_inflight ",
+        "llmcache_workload_lag_seconds ",
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
         "process_open_fds ",
@@ -230,7 +237,11 @@ async fn a_foreign_collection_is_reported_and_left_untouched() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[chroma]\ncollection = \"users_memories\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[chroma]\ncollection = \"users_memories\"\n[workload]\nrate = 50.0\n[workload.mix]\nstore_memory = 0.3\nquery_similar_memories = 0.3\n",
+    )
+    .unwrap();
     let mut flags = backend_flags(&redis, &chroma);
     flags.extend(["--config.file".into(), config.display().to_string()]);
     let app = spawn_app(&flags).await;

@@ -2,7 +2,9 @@
 
 mod backends;
 mod cli;
+mod embeddings;
 mod helpers;
 mod http_surface;
 mod prometheus;
 mod secrets;
+mod workload;

@@ -17,7 +17,7 @@ use crate::backends::{Backend, BackendMetrics, ErrorKind, Request};
 use crate::config::{ChromaConfig, TokenHeader};
 
 /// A failed Chroma call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum ChromaError {
     /// No answer within `chroma.timeout`.
     #[error("no answer within the timeout")]
@@ -36,6 +36,9 @@ pub(crate) enum ChromaError {
         /// Chroma's `error: message`, or the body's start.
         message: String,
     },
+    /// The configured collection is not the daemon's: nothing is sent.
+    #[error("refusing to touch collection {0:?}: it exists without the created_by=llm-cache-exporter marker")]
+    NotOwned(String),
     /// HTTP 5xx.
     #[error("HTTP {status}: {message}")]
     Server {
@@ -53,7 +56,7 @@ impl ChromaError {
             Self::Timeout => ErrorKind::Timeout,
             Self::Connection(_) => ErrorKind::Connection,
             Self::Protocol(_) => ErrorKind::Protocol,
-            Self::Rejected { .. } => ErrorKind::Validation,
+            Self::Rejected { .. } | Self::NotOwned(_) => ErrorKind::Validation,
             Self::Server { .. } => ErrorKind::Server,
         }
     }
@@ -241,7 +244,6 @@ impl ChromaClient {
     }
 
     /// Deletes the collection called `name`.
-    #[allow(dead_code)]
     pub(crate) async fn delete_collection(&self, name: &str) -> Result<(), ChromaError> {
         let url = self.collection_url(name, "")?;
         self.call::<serde_json::Value>(Request::DeleteCollection, Method::DELETE, url, None)
@@ -250,7 +252,6 @@ impl ChromaClient {
     }
 
     /// Adds records to the collection with UUID `id`.
-    #[allow(dead_code)]
     pub(crate) async fn add(
         &self,
         id: &str,
@@ -267,7 +268,6 @@ impl ChromaClient {
     }
 
     /// The `n_results` nearest records to `embedding`.
-    #[allow(dead_code)]
     pub(crate) async fn query(
         &self,
         id: &str,
@@ -297,7 +297,6 @@ impl ChromaClient {
     }
 
     /// Deletes records by id from the collection with UUID `id`.
-    #[allow(dead_code)]
     pub(crate) async fn delete(&self, id: &str, ids: &[String]) -> Result<(), ChromaError> {
         let body = serde_json::json!({ "ids": ids });
         let url = self.collection_url(id, "delete")?;

@@ -15,7 +15,6 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-#[allow(unused_imports)]
 pub(crate) use client::{ChromaClient, ChromaError, Collection, QueryHits};
 
 use super::{
@@ -51,6 +50,7 @@ pub(crate) struct ChromaBackend {
     metrics: BackendMetrics,
     records: Sampled,
     ownership: watch::Sender<Ownership>,
+    resolving: tokio::sync::Mutex<()>,
     health: watch::Sender<ComponentHealth>,
 }
 
@@ -73,6 +73,7 @@ impl ChromaBackend {
             metrics,
             records,
             ownership: watch::Sender::new(Ownership::Unknown),
+            resolving: tokio::sync::Mutex::new(()),
             health: watch::Sender::new(ComponentHealth::starting()),
         })
     }
@@ -82,16 +83,63 @@ impl ChromaBackend {
         self.health.subscribe()
     }
 
-    /// The collection's ownership as last resolved.
-    #[allow(dead_code)]
-    pub(crate) fn ownership(&self) -> watch::Receiver<Ownership> {
-        self.ownership.subscribe()
+    /// The UUID of the probe collection, if the daemon owns it. Every read
+    /// and write of records goes through this, so a foreign collection is
+    /// never touched.
+    pub(crate) async fn owned_collection(&self) -> Result<String, ChromaError> {
+        match self.ensure_ownership().await? {
+            Ownership::Owned { id } => Ok(id),
+            Ownership::Foreign | Ownership::Unknown => {
+                Err(ChromaError::NotOwned(self.collection.clone()))
+            }
+        }
+    }
+
+    /// The ownership, resolving it first if it is unknown. One resolution
+    /// runs at a time; callers that arrive meanwhile reuse its answer.
+    async fn ensure_ownership(&self) -> Result<Ownership, ChromaError> {
+        let current = self.ownership.borrow().clone();
+        if current != Ownership::Unknown {
+            return Ok(current);
+        }
+        let _one_at_a_time = self.resolving.lock().await;
+        let current = self.ownership.borrow().clone();
+        if current != Ownership::Unknown {
+            return Ok(current);
+        }
+        let resolved = self.resolve_ownership().await?;
+        if resolved == Ownership::Foreign {
+            tracing::error!(
+                collection = %self.collection,
+                marker = %format!("{OWNER_KEY}={OWNER_VALUE}"),
+                "refusing to write: the collection exists and was not created by llm-cache-exporter; \
+                 set chroma.collection to a name of the daemon's own"
+            );
+        }
+        self.ownership.send_replace(resolved.clone());
+        Ok(resolved)
     }
 
     /// The HTTP client, for the workload's reads and writes.
-    #[allow(dead_code)]
     pub(crate) fn client(&self) -> &ChromaClient {
         &self.client
+    }
+
+    /// Deletes the probe collection if, checked again right now, it still
+    /// carries the marker and is the one the daemon resolved. Returns whether
+    /// it deleted anything.
+    pub(crate) async fn delete_owned_collection(&self) -> Result<bool, ChromaError> {
+        let Ownership::Owned { id } = self.ownership.borrow().clone() else {
+            return Ok(false);
+        };
+        match self.client.get_collection(&self.collection).await? {
+            Some(current) if current.id == id && is_ours(&current) => {
+                self.client.delete_collection(&self.collection).await?;
+                self.ownership.send_replace(Ownership::Unknown);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Probes until `cancel`: every [`PROBE_INTERVAL`] while up, backing off
@@ -123,7 +171,9 @@ impl ChromaBackend {
         }
     }
 
-    async fn probe_once(&self) -> bool {
+    /// One probe: heartbeat, collection ownership, count. Returns whether
+    /// Chroma answered.
+    pub(crate) async fn probe_once(&self) -> bool {
         let start = Instant::now();
         if let Err(err) = self.client.heartbeat().await {
             self.metrics.set_up(Backend::Chroma, false);
@@ -162,19 +212,7 @@ impl ChromaBackend {
 
     /// Resolves ownership if needed and counts our collection's records.
     async fn check_collection(&self) -> Result<(Status, String), ChromaError> {
-        let mut ownership = self.ownership.borrow().clone();
-        if ownership == Ownership::Unknown {
-            ownership = self.resolve_ownership().await?;
-            if ownership == Ownership::Foreign {
-                tracing::error!(
-                    collection = %self.collection,
-                    marker = %format!("{OWNER_KEY}={OWNER_VALUE}"),
-                    "refusing to write: the collection exists and was not created by llm-cache-exporter; \
-                     set chroma.collection to a name of the daemon's own"
-                );
-            }
-            self.ownership.send_replace(ownership.clone());
-        }
+        let ownership = self.ensure_ownership().await?;
         match ownership {
             // `resolve_ownership` never answers Unknown.
             Ownership::Foreign | Ownership::Unknown => {

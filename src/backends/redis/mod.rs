@@ -28,7 +28,7 @@ use crate::config::{RedisConfig, Secret};
 use crate::metrics::{register_sampled, Sampled};
 
 /// A failed Redis request. Messages never contain the password.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum RedisError {
     /// No answer within `redis.timeout`.
     #[error("no answer within {0:?}")]
@@ -164,7 +164,6 @@ pub(crate) struct RedisBackend {
     metrics: BackendMetrics,
     samples: InfoSamples,
     health: watch::Sender<ComponentHealth>,
-    info: watch::Sender<Option<RedisInfo>>,
 }
 
 impl RedisBackend {
@@ -198,19 +197,12 @@ impl RedisBackend {
             metrics,
             samples,
             health: watch::Sender::new(ComponentHealth::starting()),
-            info: watch::Sender::new(None),
         })
     }
 
     /// The health the probe loop last published.
     pub(crate) fn health(&self) -> watch::Receiver<ComponentHealth> {
         self.health.subscribe()
-    }
-
-    /// The last successful `INFO`, or `None` while Redis is down.
-    #[allow(dead_code)]
-    pub(crate) fn info(&self) -> watch::Receiver<Option<RedisInfo>> {
-        self.info.subscribe()
     }
 
     /// Runs one command with the request timeout, recording its latency.
@@ -229,6 +221,53 @@ impl RedisBackend {
             Ok(result) => {
                 result.map_err(|err| RedisError::from_redis(&err, self.password.as_ref()))
             }
+        }
+    }
+
+    /// Runs a pipeline (or `MULTI` transaction) whose replies are ignored.
+    pub(crate) async fn pipeline(
+        &self,
+        request: Request,
+        pipe: &redis::Pipeline,
+    ) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        let start = Instant::now();
+        let result = tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await;
+        self.metrics
+            .observe(Backend::Redis, request, start.elapsed());
+        match result {
+            Err(_) => Err(RedisError::Timeout(self.timeout)),
+            Ok(result) => {
+                result.map_err(|err| RedisError::from_redis(&err, self.password.as_ref()))
+            }
+        }
+    }
+
+    /// Deletes every key matching `{prefix}*` with `SCAN` and `UNLINK`, never
+    /// `KEYS` or `FLUSH*`. Returns how many keys were removed.
+    pub(crate) async fn unlink_prefix(&self, prefix: &str) -> Result<u64, RedisError> {
+        let pattern = format!("{prefix}*");
+        let mut cursor = "0".to_owned();
+        let mut removed = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(&cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500);
+            let (next, keys): (String, Vec<String>) = self.command(Request::Scan, &scan).await?;
+            // SCAN's MATCH is the filter; this re-check is a second fence.
+            let keys: Vec<String> = keys.into_iter().filter(|k| k.starts_with(prefix)).collect();
+            if !keys.is_empty() {
+                let mut unlink = redis::cmd("UNLINK");
+                unlink.arg(&keys);
+                removed += self.command::<u64>(Request::Unlink, &unlink).await?;
+            }
+            if next == "0" {
+                return Ok(removed);
+            }
+            cursor = next;
         }
     }
 
@@ -261,7 +300,8 @@ impl RedisBackend {
         }
     }
 
-    async fn probe_once(&self) -> bool {
+    /// One probe: PING, then INFO. Returns whether Redis answered.
+    pub(crate) async fn probe_once(&self) -> bool {
         let start = Instant::now();
         if let Err(err) = self
             .command::<String>(Request::Ping, &redis::cmd("PING"))
@@ -269,7 +309,6 @@ impl RedisBackend {
         {
             self.metrics.set_up(Backend::Redis, false);
             self.samples.clear();
-            self.info.send_replace(None);
             self.health.send_replace(ComponentHealth::down(format!(
                 "PING {} failed ({}): {err}",
                 self.endpoint,
@@ -296,12 +335,10 @@ impl RedisBackend {
                     latency_ms: Some(latency_ms),
                     used_memory_mb: info.used_memory.map(|b| b as f64 / (1024.0 * 1024.0)),
                 };
-                self.info.send_replace(Some(info));
                 health
             }
             Err(err) => {
                 self.samples.clear();
-                self.info.send_replace(None);
                 ComponentHealth {
                     status: Status::Degraded,
                     details: format!(

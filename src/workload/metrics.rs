@@ -1,0 +1,129 @@
+//! `llmcache_operation_*` and `llmcache_workload_*`.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::model::Operation;
+use super::ops::Outcome;
+use crate::backends::ErrorKind;
+use crate::metrics::latency_histogram;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    operation: Operation,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    operation: Operation,
+    kind: ErrorKind,
+}
+
+/// The outcomes each operation can have.
+fn outcomes(operation: Operation) -> &'static [Outcome] {
+    match operation {
+        Operation::GetChatHistory | Operation::QuerySimilarMemories => {
+            &[Outcome::CacheHit, Outcome::CacheMiss, Outcome::Error]
+        }
+        Operation::StoreChatEntry | Operation::StoreMemory => &[Outcome::Success, Outcome::Error],
+    }
+}
+
+/// The workload's metric handles.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkloadMetrics {
+    duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    errors: Family<ErrorLabels, Counter>,
+    pub(crate) scheduled: Counter,
+    pub(crate) skipped: Counter,
+    pub(crate) inflight: Gauge,
+    pub(crate) lag: Gauge<f64, AtomicU64>,
+}
+
+impl WorkloadMetrics {
+    /// Registers under `registry` (the `llmcache_` namespace); every valid
+    /// label combination exists from the start, so rates are never absent.
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            duration: Family::new_with_constructor(latency_histogram),
+            errors: Family::default(),
+            scheduled: Counter::default(),
+            skipped: Counter::default(),
+            inflight: Gauge::default(),
+            lag: Gauge::default(),
+        };
+        for operation in Operation::ALL {
+            for outcome in outcomes(*operation) {
+                let _ = metrics.duration.get_or_create(&DurationLabels {
+                    operation: *operation,
+                    outcome: *outcome,
+                });
+            }
+            for kind in ErrorKind::ALL {
+                let _ = metrics.errors.get_or_create(&ErrorLabels {
+                    operation: *operation,
+                    kind: *kind,
+                });
+            }
+        }
+        registry.register_with_unit(
+            "operation_duration",
+            "Operation latency measured from its scheduled start (open loop), by outcome",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "operation_errors",
+            "Failed operations, by error kind",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "workload_scheduled",
+            "Operations the open-loop schedule called for",
+            metrics.scheduled.clone(),
+        );
+        registry.register(
+            "workload_skipped",
+            "Scheduled operations not started because workload.concurrency were already in flight",
+            metrics.skipped.clone(),
+        );
+        registry.register(
+            "workload_inflight",
+            "Operations in flight",
+            metrics.inflight.clone(),
+        );
+        registry.register_with_unit(
+            "workload_lag",
+            "How late the scheduler started the latest tick",
+            Unit::Seconds,
+            metrics.lag.clone(),
+        );
+        metrics
+    }
+
+    /// Records one finished operation.
+    pub(crate) fn record(
+        &self,
+        operation: Operation,
+        outcome: Outcome,
+        kind: Option<ErrorKind>,
+        latency: Duration,
+    ) {
+        self.duration
+            .get_or_create(&DurationLabels { operation, outcome })
+            .observe(latency.as_secs_f64());
+        if let Some(kind) = kind {
+            self.errors
+                .get_or_create(&ErrorLabels { operation, kind })
+                .inc();
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The canary: an open-loop scheduler that starts operations at
+//! `workload.rate` per second on a fixed timeline, whatever the backends do.
+//!
+//! Latency is measured from each operation's *scheduled* start, like wrk2, so
+//! a stalled backend shows up as the latency users would see instead of
+//! hiding behind a slowed-down client (coordinated omission). At most
+//! `workload.concurrency` operations are in flight; a tick that finds them all
+//! busy is counted as skipped, never queued.
+
+mod metrics;
+pub(crate) mod model;
+mod ops;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use metrics::WorkloadMetrics;
+use model::{Model, Op, Operation};
+pub(crate) use ops::{OpError, Operations, Outcome};
+
+use crate::config::{Config, WorkloadConfig};
+
+/// The scheduler and what it drives.
+pub(crate) struct Workload {
+    ops: Arc<Operations>,
+    config: WorkloadConfig,
+    key_prefix: String,
+    drain_timeout: Duration,
+    metrics: WorkloadMetrics,
+}
+
+impl Workload {
+    /// A workload over `ops`.
+    pub(crate) fn new(config: &Config, ops: Arc<Operations>, metrics: WorkloadMetrics) -> Self {
+        Self {
+            ops,
+            config: config.workload.clone(),
+            key_prefix: config.redis.key_prefix.clone(),
+            // Bounded so that stop, drain and cleanup fit in 10 s.
+            drain_timeout: ops::max_op_duration(config).min(Duration::from_secs(3)),
+            metrics,
+        }
+    }
+
+    /// Runs the schedule until `cancel`, then waits (bounded) for the
+    /// operations in flight.
+    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let period = Duration::from_secs_f64(1.0 / self.config.rate);
+        let mut ticks = tokio::time::interval(period);
+        // Missed ticks fire at once, each measured from its own slot.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut model = Model::new(&self.config);
+        let mut running = JoinSet::new();
+        loop {
+            let tick = tokio::select! {
+                () = cancel.cancelled() => break,
+                tick = ticks.tick() => tick.into_std(),
+            };
+            while running.try_join_next().is_some() {}
+            self.metrics.lag.set(tick.elapsed().as_secs_f64());
+            self.metrics.scheduled.inc();
+            // Drawn even when skipped, so the sequence depends only on the seed.
+            let op = model.next_op();
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                self.metrics.skipped.inc();
+                continue;
+            };
+            self.metrics.inflight.inc();
+            let workload = self.clone();
+            running.spawn(async move {
+                let _ = workload.execute(&op, tick).await;
+                workload.metrics.inflight.dec();
+                drop(slot);
+            });
+        }
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("operations still in flight at shutdown were abandoned");
+            running.abort_all();
+        }
+    }
+
+    /// Runs `op` and records its latency from `scheduled`.
+    async fn execute(&self, op: &Op, scheduled: Instant) -> Result<Outcome, OpError> {
+        let result = self.ops.run(op).await;
+        let latency = scheduled.elapsed();
+        let operation = op.operation();
+        match &result {
+            Ok(outcome) => self.metrics.record(operation, *outcome, None, latency),
+            Err(err) => {
+                self.metrics
+                    .record(operation, Outcome::Error, Some(err.kind()), latency);
+                tracing::debug!(operation = operation.as_str(), kind = err.kind().as_str(), error = %err, "operation failed");
+            }
+        }
+        tracing::debug!(
+            operation = operation.as_str(),
+            outcome = result.as_ref().map_or("error", |o| o.as_str()),
+            latency_us = latency.as_micros() as u64,
+            "operation"
+        );
+        result
+    }
+
+    /// Removes what the daemon wrote: every Redis key under the prefix (SCAN +
+    /// UNLINK) and the probe collection if the daemon owns it.
+    pub(crate) async fn cleanup(&self) {
+        match self.ops.redis.unlink_prefix(&self.key_prefix).await {
+            Ok(removed) => {
+                tracing::info!(removed, prefix = %self.key_prefix, "removed the probe's Redis keys")
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not remove the probe's Redis keys; they expire by their TTL")
+            }
+        }
+        match self.ops.chroma.delete_owned_collection().await {
+            Ok(true) => tracing::info!("deleted the probe collection"),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "could not delete the probe collection"),
+        }
+    }
+
+    /// `--once`: every operation once, reads twice so both cache outcomes
+    /// show; then the same cleanup as at exit if configured.
+    pub(crate) async fn once(&self) -> OnceReport {
+        self.ops.redis.probe_once().await;
+        self.ops.chroma.probe_once().await;
+        let question = "how do I reset my password";
+        let steps = [
+            Op::GetChatHistory { session: 0 },
+            Op::GetChatHistory { session: 0 },
+            Op::StoreChatEntry {
+                session: 0,
+                role: "user",
+                content: question.into(),
+            },
+            Op::QuerySimilarMemories {
+                text: question.into(),
+            },
+            Op::QuerySimilarMemories {
+                text: question.into(),
+            },
+            Op::StoreMemory {
+                text: "the user asked how to reset their password".into(),
+            },
+        ];
+        let mut operations = Vec::new();
+        for op in &steps {
+            let started = Instant::now();
+            let result = self.execute(op, started).await;
+            operations.push(OnceStep {
+                operation: op.operation(),
+                outcome: result.as_ref().map_or(Outcome::Error, |o| *o),
+                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                error: result.err().map(|err| OnceError {
+                    kind: err.kind().as_str(),
+                    message: err.to_string(),
+                }),
+            });
+        }
+        if self.config.cleanup_on_exit {
+            self.cleanup().await;
+        }
+        OnceReport {
+            ok: operations.iter().all(|s| s.error.is_none()),
+            operations,
+        }
+    }
+}
+
+/// What `--once` prints.
+#[derive(Debug, Serialize)]
+pub(crate) struct OnceReport {
+    pub(crate) ok: bool,
+    pub(crate) operations: Vec<OnceStep>,
+}
+
+/// One operation in the `--once` report.
+#[derive(Debug, Serialize)]
+pub(crate) struct OnceStep {
+    pub(crate) operation: Operation,
+    pub(crate) outcome: Outcome,
+    pub(crate) latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<OnceError>,
+}
+
+/// Why a `--once` operation failed.
+#[derive(Debug, Serialize)]
+pub(crate) struct OnceError {
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
+}

@@ -1,0 +1,259 @@
+//! The four operations, exactly as the spec describes them, through the
+//! instrumented caches against real Redis and Chroma.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::model::{normalize, Op};
+use crate::backends::chroma::{ChromaBackend, ChromaError, QueryHits};
+use crate::backends::redis::{RedisBackend, RedisError};
+use crate::backends::{ErrorKind, Request};
+use crate::cache::{CacheManager, ChatHistory, Lookup};
+use crate::config::Config;
+use crate::embeddings::{Embedder, EmbeddingError};
+use crate::metrics::label_values;
+
+label_values! {
+    /// How an operation ended, as the `outcome` label spells it.
+    pub(crate) enum Outcome {
+        CacheHit => "cache_hit",
+        CacheMiss => "cache_miss",
+        Success => "success",
+        Error => "error",
+    }
+}
+
+impl From<Lookup> for Outcome {
+    fn from(lookup: Lookup) -> Self {
+        match lookup {
+            Lookup::Hit => Self::CacheHit,
+            Lookup::Miss => Self::CacheMiss,
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum OpError {
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error("chroma: {0}")]
+    Chroma(#[from] ChromaError),
+    #[error("embeddings: {0}")]
+    Embeddings(#[from] EmbeddingError),
+    /// The daemon will not do this (e.g. write to a collection it does not own).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl OpError {
+    /// The `kind` label for this error.
+    pub(crate) fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Redis(err) => err.kind(),
+            Self::Chroma(err) => err.kind(),
+            Self::Embeddings(err) => err.kind(),
+            Self::Refused(_) => ErrorKind::Validation,
+        }
+    }
+}
+
+/// A chat entry as stored in Redis.
+#[derive(Serialize)]
+struct ChatEntry<'a> {
+    role: &'a str,
+    content: &'a str,
+    ts: f64,
+}
+
+/// The probe collection keeps at most this many of the daemon's memories;
+/// older ones are deleted in batches, so a long-running canary stays small.
+const MEMORY_CAP: usize = 1000;
+const MEMORY_TRIM_BATCH: usize = 100;
+
+/// Everything the operations need.
+pub(crate) struct Operations {
+    pub(crate) redis: Arc<RedisBackend>,
+    pub(crate) chroma: Arc<ChromaBackend>,
+    pub(crate) cache: Arc<CacheManager>,
+    pub(crate) embedder: Arc<Embedder>,
+    prefix: String,
+    history_limit: i64,
+    key_ttl_ms: u64,
+    top_k: usize,
+    run_id: u64,
+    next_memory: AtomicU64,
+    memory_ids: Mutex<VecDeque<String>>,
+}
+
+impl Operations {
+    /// Binds the operations to the backends and the cache.
+    pub(crate) fn new(
+        config: &Config,
+        redis: Arc<RedisBackend>,
+        chroma: Arc<ChromaBackend>,
+        cache: Arc<CacheManager>,
+        embedder: Arc<Embedder>,
+    ) -> Self {
+        Self {
+            redis,
+            chroma,
+            cache,
+            embedder,
+            prefix: config.redis.key_prefix.clone(),
+            history_limit: i64::try_from(config.workload.history_limit).unwrap_or(i64::MAX),
+            key_ttl_ms: u64::try_from(config.workload.key_ttl.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            top_k: config.workload.top_k,
+            run_id: fastrand::u64(..),
+            next_memory: AtomicU64::new(0),
+            memory_ids: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The Redis key of a session's history: always under the prefix.
+    pub(crate) fn chat_key(&self, session: &str) -> String {
+        format!("{}chat:{session}", self.prefix)
+    }
+
+    /// Runs one operation; returns its outcome.
+    pub(crate) async fn run(&self, op: &Op) -> Result<Outcome, OpError> {
+        match op {
+            Op::GetChatHistory { session } => self
+                .get_chat_history(&session.to_string())
+                .await
+                .map(|(_, l)| l.into()),
+            Op::StoreChatEntry {
+                session,
+                role,
+                content,
+            } => self
+                .store_chat_entry(&session.to_string(), role, content)
+                .await
+                .map(|()| Outcome::Success),
+            Op::QuerySimilarMemories { text } => self
+                .query_similar_memories(text, self.top_k)
+                .await
+                .map(|(_, l)| l.into()),
+            Op::StoreMemory { text } => self.store_memory(text).await.map(|()| Outcome::Success),
+        }
+    }
+
+    /// `LRANGE {prefix}chat:{session} -N -1` through the `chat_history` cache.
+    pub(crate) async fn get_chat_history(
+        &self,
+        session: &str,
+    ) -> Result<(ChatHistory, Lookup), OpError> {
+        let key = self.chat_key(session);
+        let load = || async {
+            let mut cmd = redis::cmd("LRANGE");
+            cmd.arg(&key).arg(-self.history_limit).arg(-1);
+            let entries: Vec<String> = self.redis.command(Request::Lrange, &cmd).await?;
+            Ok::<ChatHistory, OpError>(entries.into())
+        };
+        self.cache.chat_history.get_or_load(&key, load).await
+    }
+
+    /// `RPUSH` + `LTRIM` + `PEXPIRE` in one `MULTI`, then invalidates the
+    /// session's cache entry, so no later read misses this entry.
+    pub(crate) async fn store_chat_entry(
+        &self,
+        session: &str,
+        role: &str,
+        content: &str,
+    ) -> Result<(), OpError> {
+        let key = self.chat_key(session);
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let entry = serde_json::to_string(&ChatEntry { role, content, ts })
+            .map_err(|err| OpError::Refused(format!("cannot encode a chat entry: {err}")))?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .rpush(&key, entry)
+            .ignore()
+            .ltrim(&key, -(self.history_limit as isize), -1)
+            .ignore()
+            .pexpire(&key, i64::try_from(self.key_ttl_ms).unwrap_or(i64::MAX))
+            .ignore();
+        self.redis.pipeline(Request::StoreEntry, &pipe).await?;
+        self.cache.chat_history.invalidate(&key).await;
+        Ok(())
+    }
+
+    /// Embeds through the `embeddings` cache, then answers from the
+    /// `similarity` cache or Chroma's `query`.
+    pub(crate) async fn query_similar_memories(
+        &self,
+        text: &str,
+        k: usize,
+    ) -> Result<(Arc<QueryHits>, Lookup), OpError> {
+        let normalized = normalize(text);
+        let embedding = self.embed(&normalized).await?;
+        let key = format!("{k}\u{1f}{normalized}");
+        let load = || async {
+            let id = self.chroma.owned_collection().await?;
+            let hits = self.chroma.client().query(&id, &embedding, k).await?;
+            Ok::<_, OpError>(Arc::new(hits))
+        };
+        self.cache.similarity.get_or_load(&key, load).await
+    }
+
+    /// Embeds, adds to the probe collection, then makes every similarity
+    /// entry stale.
+    pub(crate) async fn store_memory(&self, text: &str) -> Result<(), OpError> {
+        let normalized = normalize(text);
+        let embedding = self.embed(&normalized).await?;
+        let id = self.chroma.owned_collection().await?;
+        let memory = format!(
+            "mem-{:016x}-{}",
+            self.run_id,
+            self.next_memory.fetch_add(1, Ordering::Relaxed)
+        );
+        self.chroma
+            .client()
+            .add(
+                &id,
+                std::slice::from_ref(&memory),
+                &[embedding.to_vec()],
+                &[text.to_owned()],
+            )
+            .await?;
+        self.cache.similarity.invalidate_all();
+        let expired: Vec<String> = {
+            let mut ids = self
+                .memory_ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ids.push_back(memory);
+            if ids.len() > MEMORY_CAP + MEMORY_TRIM_BATCH {
+                ids.drain(..MEMORY_TRIM_BATCH).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        if !expired.is_empty() {
+            // Best effort: the collection is dropped at exit anyway.
+            if let Err(err) = self.chroma.client().delete(&id, &expired).await {
+                tracing::debug!(error = %err, "trimming old probe memories failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn embed(&self, normalized: &str) -> Result<Arc<[f32]>, OpError> {
+        let load = || async { Ok::<_, OpError>(Arc::from(self.embedder.embed(normalized).await?)) };
+        let (embedding, _) = self.cache.embeddings.get_or_load(normalized, load).await?;
+        Ok(embedding)
+    }
+}
+
+/// How long an operation's timeouts allow at most, for shutdown bounds.
+pub(crate) fn max_op_duration(config: &Config) -> Duration {
+    config.redis.timeout * 2 + config.chroma.timeout * 2 + config.embeddings.timeout
+}
