@@ -263,6 +263,10 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
         Fut: Future<Output = Result<V, E>>,
         E: Clone + Send + Sync + 'static,
     {
+        if self.capacity.load(Ordering::Relaxed) == 0 {
+            // Caching is off: nothing could be kept, so skip moka entirely.
+            return load().await;
+        }
         for _ in 0..COALESCED_ATTEMPTS {
             let capacity = self.capacity.load(Ordering::Relaxed);
             let init = async {

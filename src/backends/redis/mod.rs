@@ -176,9 +176,11 @@ impl RedisBackend {
         let password = config.password.clone();
         let client =
             client(config).map_err(|err| RedisError::from_redis(&err, password.as_ref()))?;
+        // Every request is bounded by `command`'s own timeout (which also
+        // covers waiting for a reconnect), so no second per-request timer here.
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
+            .set_response_timeout(None)
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(100))
             .set_max_delay(Duration::from_secs(2));
