@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::embeddings::Embedder;
 use crate::health::HealthSources;
 use crate::http::{router, HttpState};
+use crate::memory::MemoryMonitor;
 use crate::metrics::{register_sampled, Metrics};
 use crate::workload::{Operations, Workload, WorkloadMetrics};
 
@@ -34,6 +35,7 @@ struct Parts {
     cache: Arc<CacheManager>,
     embedder: Arc<Embedder>,
     workload: Arc<Workload>,
+    monitor: MemoryMonitor,
     cleanup_on_exit: bool,
 }
 
@@ -58,12 +60,17 @@ impl Parts {
         );
         let cache = Arc::new(CacheManager::new(&config.cache, builder.namespace()));
         let workload_metrics = WorkloadMetrics::register(builder.namespace());
-        let metrics = Arc::new(builder.finish());
-
         let redis = Arc::new(
             RedisBackend::new(&config.redis, backend_metrics.clone(), redis_samples)
                 .context("cannot set up the Redis client")?,
         );
+        let monitor = MemoryMonitor::new(
+            &config.memory,
+            cache.clone(),
+            redis.info(),
+            builder.namespace(),
+        );
+        let metrics = Arc::new(builder.finish());
         let chroma = Arc::new(
             ChromaBackend::new(&config.chroma, backend_metrics.clone(), chroma_records)
                 .context("cannot set up the Chroma client")?,
@@ -79,7 +86,7 @@ impl Parts {
             cache.clone(),
             embedder.clone(),
         ));
-        let workload = Arc::new(Workload::new(config, ops, workload_metrics));
+        let workload = Arc::new(Workload::new(config, ops, workload_metrics, monitor.rss()));
         Ok(Self {
             metrics,
             redis,
@@ -87,6 +94,7 @@ impl Parts {
             cache,
             embedder,
             workload,
+            monitor,
             cleanup_on_exit: config.workload.cleanup_on_exit,
         })
     }
@@ -166,6 +174,7 @@ impl App {
         loops.spawn(parts.chroma.clone().run_probe(cancel.clone()));
         loops.spawn(parts.cache.clone().run_maintenance(cancel.clone()));
         loops.spawn(parts.workload.clone().run(cancel.clone()));
+        loops.spawn(parts.monitor.run(cancel.clone()));
         self.http.ready.store(true, Ordering::Relaxed);
         tracing::info!(address = %self.addr, version = env!("CARGO_PKG_VERSION"), "listening");
 

@@ -14,6 +14,7 @@ mod config;
 mod embeddings;
 mod health;
 mod http;
+mod memory;
 mod metrics;
 mod process;
 pub mod telemetry;

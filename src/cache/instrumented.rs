@@ -103,7 +103,6 @@ impl Freshness {
 /// resize carries its original `deadline`, which lookups enforce, so a resize
 /// never extends an entry's life.
 #[derive(Clone)]
-#[cfg_attr(not(test), allow(dead_code))] // `loaded_at` is read by a resize
 pub(crate) struct Stamped<V> {
     value: V,
     generation: u64,
@@ -162,7 +161,6 @@ enum LoadError<V, E> {
 const COALESCED_ATTEMPTS: usize = 3;
 
 /// A named, instrumented, resizable cache of `String` keys.
-#[cfg_attr(not(test), allow(dead_code))] // resized by the pool; see `CacheManager::resize`
 pub(crate) struct InstrumentedCache<V> {
     name: CacheName,
     ttl: Duration,
@@ -328,7 +326,6 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
     /// live entries over (keeping their deadlines), swaps it in, and runs
     /// moka's maintenance so the new cache evicts down to its capacity before
     /// this returns. Lookups during the copy keep using the old cache.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn set_capacity(&self, capacity: u64) {
         let _one_at_a_time = self.resizing.lock().await;
         if self.capacity.load(Ordering::Relaxed) == capacity {

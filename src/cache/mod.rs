@@ -79,9 +79,6 @@ impl Weigh for Arc<QueryHits> {
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The three caches and their pool.
-// The pool's resize path is called by the memory-pressure monitor, which
-// lands next; until then only the tests call it.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct CacheManager {
     pub(crate) chat_history: InstrumentedCache<ChatHistory>,
     pub(crate) similarity: InstrumentedCache<Similar>,
@@ -141,20 +138,18 @@ impl CacheManager {
     }
 
     /// The budget from the configuration, before any pressure adjustment.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn configured_budget(&self) -> u64 {
         self.configured_budget
     }
 
     /// The pool's current budget.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) fn budget(&self) -> u64 {
         self.budget.load(Ordering::Relaxed)
     }
 
     /// Gives the pool a new budget. When this returns, every cache has its new
     /// capacity and holds no more than it (see the module docs).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn resize(&self, budget: u64) {
         let previous = self.budget.swap(budget, Ordering::Relaxed);
         self.families
@@ -169,7 +164,6 @@ impl CacheManager {
     }
 
     /// Records whether the memory monitor sees pressure (for `/health`).
-    #[allow(dead_code)] // the memory-pressure monitor's; it lands next
     pub(crate) fn set_memory_pressure(&self, pressure: bool) {
         self.memory_pressure.store(pressure, Ordering::Relaxed);
     }

@@ -14,6 +14,7 @@ mod metrics;
 pub(crate) mod model;
 mod ops;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,11 +37,18 @@ pub(crate) struct Workload {
     key_prefix: String,
     drain_timeout: Duration,
     metrics: WorkloadMetrics,
+    /// The daemon's RSS as the memory monitor last sampled it.
+    rss: Arc<AtomicU64>,
 }
 
 impl Workload {
     /// A workload over `ops`.
-    pub(crate) fn new(config: &Config, ops: Arc<Operations>, metrics: WorkloadMetrics) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        ops: Arc<Operations>,
+        metrics: WorkloadMetrics,
+        rss: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             ops,
             config: config.workload.clone(),
@@ -48,6 +56,7 @@ impl Workload {
             // Bounded so that stop, drain and cleanup fit in 10 s.
             drain_timeout: ops::max_op_duration(config).min(Duration::from_secs(3)),
             metrics,
+            rss,
         }
     }
 
@@ -96,6 +105,7 @@ impl Workload {
 
     /// Runs `op` and records its latency from `scheduled`.
     async fn execute(&self, op: &Op, scheduled: Instant) -> Result<Outcome, OpError> {
+        let rss_before = self.rss.load(Ordering::Relaxed);
         let result = self.ops.run(op).await;
         let latency = scheduled.elapsed();
         let operation = op.operation();
@@ -111,6 +121,9 @@ impl Workload {
             operation = operation.as_str(),
             outcome = result.as_ref().map_or("error", |o| o.as_str()),
             latency_us = latency.as_micros() as u64,
+            // Sampled once per memory.sample_interval, not per operation.
+            rss_before,
+            rss_after = self.rss.load(Ordering::Relaxed),
             "operation"
         );
         result

@@ -5,6 +5,7 @@ mod cli;
 mod embeddings;
 mod helpers;
 mod http_surface;
+mod memory;
 mod prometheus;
 mod secrets;
 mod workload;

@@ -164,6 +164,7 @@ pub(crate) struct RedisBackend {
     metrics: BackendMetrics,
     samples: InfoSamples,
     health: watch::Sender<ComponentHealth>,
+    info: watch::Sender<Option<RedisInfo>>,
 }
 
 impl RedisBackend {
@@ -199,12 +200,19 @@ impl RedisBackend {
             metrics,
             samples,
             health: watch::Sender::new(ComponentHealth::starting()),
+            info: watch::Sender::new(None),
         })
     }
 
     /// The health the probe loop last published.
     pub(crate) fn health(&self) -> watch::Receiver<ComponentHealth> {
         self.health.subscribe()
+    }
+
+    /// The last successful `INFO`, or `None` while Redis is down (for the
+    /// memory monitor's `redis` scope).
+    pub(crate) fn info(&self) -> watch::Receiver<Option<RedisInfo>> {
+        self.info.subscribe()
     }
 
     /// Runs one command with the request timeout, recording its latency.
@@ -311,6 +319,7 @@ impl RedisBackend {
         {
             self.metrics.set_up(Backend::Redis, false);
             self.samples.clear();
+            self.info.send_replace(None);
             self.health.send_replace(ComponentHealth::down(format!(
                 "PING {} failed ({}): {err}",
                 self.endpoint,
@@ -337,10 +346,12 @@ impl RedisBackend {
                     latency_ms: Some(latency_ms),
                     used_memory_mb: info.used_memory.map(|b| b as f64 / (1024.0 * 1024.0)),
                 };
+                self.info.send_replace(Some(info));
                 health
             }
             Err(err) => {
                 self.samples.clear();
+                self.info.send_replace(None);
                 ComponentHealth {
                     status: Status::Degraded,
                     details: format!(
