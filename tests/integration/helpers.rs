@@ -292,7 +292,8 @@ pub struct PrometheusServer {
 }
 
 impl PrometheusServer {
-    /// Starts Prometheus scraping `target` as job `llmcache`, loading `rule_files`.
+    /// Starts Prometheus scraping `target` every second as job
+    /// `llm-cache-exporter` (the name the alert rules expect), loading `rule_files`.
     pub fn start(target: SocketAddr, rule_files: &[PathBuf]) -> Self {
         let binary = require("prometheus", "apt-get install -y prometheus");
         let dir = TempDir::new().expect("temp dir");
@@ -303,7 +304,7 @@ impl PrometheusServer {
             .collect::<String>();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{rules}\
-             scrape_configs:\n  - job_name: llmcache\n    static_configs:\n      - targets: ['{target}']\n",
+             scrape_configs:\n  - job_name: llm-cache-exporter\n    static_configs:\n      - targets: ['{target}']\n",
             rules = if rules.is_empty() { "  []\n".to_owned() } else { rules }
         );
         let config_path = dir.path().join("prometheus.yml");
@@ -328,6 +329,31 @@ impl PrometheusServer {
             port,
             _dir: dir,
         }
+    }
+
+    /// `GET /api/v1/<path>`: the whole answer.
+    pub async fn api(&self, path: &str) -> serde_json::Value {
+        reqwest::get(format!("http://127.0.0.1:{}/api/v1/{path}", self.port))
+            .await
+            .expect("prometheus API")
+            .json()
+            .await
+            .expect("prometheus answer")
+    }
+
+    /// Runs an instant query; returns the whole answer, errors included.
+    pub async fn try_query(&self, expr: &str) -> serde_json::Value {
+        let url = url::Url::parse_with_params(
+            &format!("http://127.0.0.1:{}/api/v1/query", self.port),
+            &[("query", expr)],
+        )
+        .expect("query URL");
+        reqwest::get(url)
+            .await
+            .expect("prometheus query")
+            .json()
+            .await
+            .expect("prometheus answer")
     }
 
     /// Runs an instant query; returns the `data.result` array.

@@ -2,6 +2,7 @@
 
 mod backends;
 mod cli;
+mod dashboards;
 mod embeddings;
 mod helpers;
 mod http_surface;

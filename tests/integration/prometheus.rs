@@ -16,7 +16,7 @@ async fn prometheus_scrapes_the_daemon_and_stores_its_series() {
         "up == 1 for the daemon",
         Duration::from_secs(30),
         || async {
-            let result = prometheus.query(r#"up{job="llmcache"}"#).await;
+            let result = prometheus.query(r#"up{job="llm-cache-exporter"}"#).await;
             (result[0]["value"][1] == "1").then_some(result)
         },
     )
@@ -52,7 +52,7 @@ async fn prometheus_scrapes_the_daemon_and_stores_its_series() {
     .await;
     assert!(p99 > 0.0 && p99 < 1.0, "implausible Redis p99 {p99}");
     let scrape_errors = prometheus
-        .query(r#"scrape_samples_post_metric_relabeling{job="llmcache"}"#)
+        .query(r#"scrape_samples_post_metric_relabeling{job="llm-cache-exporter"}"#)
         .await;
     let samples: f64 = scrape_errors[0]["value"][1]
         .as_str()

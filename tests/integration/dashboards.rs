@@ -1,0 +1,146 @@
+//! The shipped rules and dashboard against a real Prometheus scraping a real
+//! daemon: every rule evaluates, every panel query is accepted and returns
+//! data (but for panels documented as conditional), and a dead Redis makes
+//! the backend-down alert's expression true.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::helpers::{backend_flags, poll, spawn_app, ChromaServer, PrometheusServer, RedisServer};
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Every panel's expressions, with Grafana's variables substituted, and
+/// whether the panel may legitimately be empty.
+fn dashboard_queries(instance: &str) -> Vec<(String, String, bool)> {
+    let text = std::fs::read_to_string(repo("dashboards/llm-cache-exporter.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 39);
+    assert!(
+        !text.contains("\"uid\": \"prometheus\""),
+        "no hard-coded datasource uid"
+    );
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = panel["title"].as_str().unwrap().to_owned();
+        assert!(
+            panel["fieldConfig"]["defaults"]["unit"].is_string(),
+            "{title} has no unit"
+        );
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let conditional = panel["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("Only shows data"));
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$job", "llm-cache-exporter")
+                .replace("$instance", instance)
+                .replace("$__rate_interval", "30s");
+            queries.push((title.clone(), expr, conditional));
+        }
+    }
+    queries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_and_dashboard_work_against_a_real_prometheus() {
+    let mut redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let app = spawn_app(&backend_flags(&redis, &chroma)).await;
+    let prometheus =
+        PrometheusServer::start(app.addr, &[repo("alerts/llm-cache-exporter.rules.yml")]);
+    let instance = app.addr.to_string();
+
+    poll("the first scrapes", Duration::from_secs(30), || async {
+        let result = prometheus
+            .query(r#"count_over_time(up{job="llm-cache-exporter"}[1m])"#)
+            .await;
+        result[0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|n| *n >= 8.0)
+    })
+    .await;
+
+    // Every recording and alerting rule has been evaluated without error.
+    let groups = poll("every rule evaluated", Duration::from_secs(30), || async {
+        let rules = prometheus.api("rules").await;
+        let groups = rules["data"]["groups"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let all: Vec<&serde_json::Value> = groups
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap().iter())
+            .collect();
+        (!all.is_empty() && all.iter().all(|r| r["health"] == "ok")).then_some(groups)
+    })
+    .await;
+    let count: usize = groups
+        .iter()
+        .map(|g| g["rules"].as_array().unwrap().len())
+        .sum();
+    assert!(count >= 16, "{count} rules loaded");
+
+    // Every dashboard query is valid PromQL and, unless documented as
+    // conditional, returns data.
+    let queries = dashboard_queries(&instance);
+    assert!(queries.len() >= 30, "{} queries", queries.len());
+    for (title, expr, conditional) in &queries {
+        let answer = prometheus.try_query(expr).await;
+        assert_eq!(answer["status"], "success", "{title}: {expr}: {answer}");
+        if *conditional {
+            continue;
+        }
+        poll(
+            &format!("data for {title}: {expr}"),
+            Duration::from_secs(30),
+            || async {
+                let result = prometheus.query(expr).await;
+                result
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty())
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    // Killing Redis makes the backend-down expression true, and the alert pends.
+    redis.kill();
+    poll(
+        "LLMCacheBackendDown's expression for redis",
+        Duration::from_secs(30),
+        || async {
+            let result = prometheus
+                .query(r#"llmcache_backend_up{backend="redis"} == 0"#)
+                .await;
+            result
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    poll(
+        "LLMCacheBackendDown pending",
+        Duration::from_secs(30),
+        || async {
+            let result = prometheus
+                .query(r#"ALERTS{alertname="LLMCacheBackendDown",backend="redis"}"#)
+                .await;
+            result
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+}
