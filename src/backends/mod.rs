@@ -6,6 +6,7 @@
 pub(crate) mod chroma;
 pub(crate) mod redis;
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{label_values, latency_histogram};
 
@@ -198,6 +201,45 @@ impl Backoff {
     /// Back to the shortest delay after a success.
     pub(crate) fn reset(&mut self) {
         self.next = Self::FIRST;
+    }
+}
+
+/// Runs `probe` until `cancel`: every [`PROBE_INTERVAL`] while it succeeds,
+/// with [`Backoff`] while it fails. Logs each up/down transition with the
+/// details the probe published to `health`.
+pub(crate) async fn probe_loop<F, Fut>(
+    backend: Backend,
+    endpoint: &str,
+    health: &watch::Sender<ComponentHealth>,
+    cancel: CancellationToken,
+    mut probe: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut backoff = Backoff::default();
+    let mut was_up = None;
+    loop {
+        let up = probe().await;
+        if was_up != Some(up) {
+            let details = health.borrow().details.clone();
+            if up {
+                tracing::info!(backend = backend.as_str(), endpoint, %details, "backend up");
+            } else {
+                tracing::warn!(backend = backend.as_str(), endpoint, %details, "backend down");
+            }
+            was_up = Some(up);
+        }
+        let delay = if up {
+            backoff.reset();
+            PROBE_INTERVAL
+        } else {
+            backoff.next_delay()
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
     }
 }
 

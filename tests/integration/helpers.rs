@@ -263,6 +263,31 @@ impl ChromaServer {
         )
     }
 
+    /// Creates a user's collection (not the daemon's: no marker) holding one
+    /// record; returns its UUID.
+    pub async fn create_user_collection(&self, name: &str, metadata: serde_json::Value) -> String {
+        let client = reqwest::Client::new();
+        let created: serde_json::Value = client
+            .post(self.collections_url())
+            .json(&serde_json::json!({"name": name, "metadata": metadata}))
+            .send()
+            .await
+            .expect("create collection")
+            .json()
+            .await
+            .expect("collection JSON");
+        let id = created["id"].as_str().expect("collection id").to_owned();
+        client
+            .post(format!("{}/{id}/add", self.collections_url()))
+            .json(&serde_json::json!({"ids": ["u1"], "embeddings": [[0.1, 0.2]], "documents": ["user data"]}))
+            .send()
+            .await
+            .expect("add")
+            .error_for_status()
+            .expect("add accepted");
+        id
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -477,31 +502,34 @@ impl TestApp {
 
     /// Waits until `series` is at least `value`, or fails after `timeout`.
     pub async fn wait_for_at_least(&self, series: &str, value: f64, timeout: Duration) -> f64 {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = self.metric(series).await;
-            if let Some(seen) = seen.filter(|v| *v >= value) {
-                return seen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{series} stayed {seen:?}, wanted >= {value} within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait_until(series, &format!(">= {value}"), timeout, |seen| {
+            seen >= value
+        })
+        .await
     }
 
     /// Waits until `series` equals `value`, or fails after `timeout`.
     pub async fn wait_for_metric(&self, series: &str, value: f64, timeout: Duration) {
+        self.wait_until(series, &format!("{value}"), timeout, |seen| seen == value)
+            .await;
+    }
+
+    async fn wait_until(
+        &self,
+        series: &str,
+        wanted: &str,
+        timeout: Duration,
+        done: impl Fn(f64) -> bool,
+    ) -> f64 {
         let deadline = Instant::now() + timeout;
         loop {
             let seen = self.metric(series).await;
-            if seen == Some(value) {
-                return;
+            if let Some(seen) = seen.filter(|v| done(*v)) {
+                return seen;
             }
             assert!(
                 Instant::now() < deadline,
-                "{series} stayed {seen:?}, wanted {value} within {timeout:?}"
+                "{series} stayed {seen:?}, wanted {wanted} within {timeout:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

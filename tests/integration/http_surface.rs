@@ -216,25 +216,10 @@ async fn the_probe_collection_is_created_with_the_ownership_marker() {
 async fn a_foreign_collection_is_reported_and_left_untouched() {
     let redis = RedisServer::start();
     let chroma = ChromaServer::start();
+    let id = chroma
+        .create_user_collection("users_memories", serde_json::json!({"team": "search"}))
+        .await;
     let client = reqwest::Client::new();
-    let created: serde_json::Value = client
-        .post(chroma.collections_url())
-        .json(&serde_json::json!({"name": "users_memories", "metadata": {"team": "search"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    client
-        .post(format!("{}/{id}/add", chroma.collections_url()))
-        .json(&serde_json::json!({"ids": ["u1"], "embeddings": [[0.1, 0.2]], "documents": ["user data"]}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(

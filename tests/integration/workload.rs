@@ -271,25 +271,10 @@ async fn only_the_probes_own_data_is_touched_and_it_is_removed_at_exit() {
         "session:ttl",
     ];
     let before = dumps(&redis, &user_keys);
+    let user_id = chroma
+        .create_user_collection("user_memories", serde_json::json!({"owner": "app"}))
+        .await;
     let client = reqwest::Client::new();
-    let user_collection: serde_json::Value = client
-        .post(chroma.collections_url())
-        .json(&serde_json::json!({"name": "user_memories", "metadata": {"owner": "app"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let user_id = user_collection["id"].as_str().unwrap().to_owned();
-    client
-        .post(format!("{}/{user_id}/add", chroma.collections_url()))
-        .json(&serde_json::json!({"ids": ["m1"], "embeddings": [[0.5, 0.5]], "documents": ["keep me"]}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
 
     let config = "[workload]\nrate = 60.0\n[workload.mix]\nstore_memory = 0.2\n";
     let (app, _dir) = spawn_app_with_config(&redis, &chroma, config).await;

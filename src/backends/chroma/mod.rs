@@ -17,9 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use client::{ChromaClient, ChromaError, Collection, QueryHits};
 
-use super::{
-    millis_since, Backend, BackendMetrics, Backoff, ComponentHealth, Status, PROBE_INTERVAL,
-};
+use super::{millis_since, probe_loop, Backend, BackendMetrics, ComponentHealth, Status};
 use crate::config::ChromaConfig;
 use crate::metrics::Sampled;
 
@@ -142,33 +140,17 @@ impl ChromaBackend {
         }
     }
 
-    /// Probes until `cancel`: every [`PROBE_INTERVAL`] while up, backing off
+    /// Probes until `cancel`: every 2 s while up, backing off
     /// while down.
     pub(crate) async fn run_probe(self: Arc<Self>, cancel: CancellationToken) {
-        let mut backoff = Backoff::default();
-        let mut was_up = None;
-        loop {
-            let up = self.probe_once().await;
-            if was_up != Some(up) {
-                let details = self.health.borrow().details.clone();
-                if up {
-                    tracing::info!(backend = "chroma", endpoint = %self.endpoint, %details, "backend up");
-                } else {
-                    tracing::warn!(backend = "chroma", endpoint = %self.endpoint, %details, "backend down");
-                }
-                was_up = Some(up);
-            }
-            let delay = if up {
-                backoff.reset();
-                PROBE_INTERVAL
-            } else {
-                backoff.next_delay()
-            };
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
+        probe_loop(
+            Backend::Chroma,
+            &self.endpoint,
+            &self.health,
+            cancel,
+            || self.probe_once(),
+        )
+        .await;
     }
 
     /// One probe: heartbeat, collection ownership, count. Returns whether

@@ -8,6 +8,7 @@
 
 mod info;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use info::{parse_info, RedisInfo};
 
 use super::{
-    millis_since, Backend, BackendMetrics, Backoff, ComponentHealth, ErrorKind, Request, Status,
-    PROBE_INTERVAL,
+    millis_since, probe_loop, Backend, BackendMetrics, ComponentHealth, ErrorKind, Request, Status,
 };
 use crate::config::{RedisConfig, Secret};
 use crate::metrics::{register_sampled, Sampled};
@@ -222,16 +222,7 @@ impl RedisBackend {
         cmd: &redis::Cmd,
     ) -> Result<T, RedisError> {
         let mut conn = self.conn.clone();
-        let start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await;
-        self.metrics
-            .observe(Backend::Redis, request, start.elapsed());
-        match result {
-            Err(_) => Err(RedisError::Timeout(self.timeout)),
-            Ok(result) => {
-                result.map_err(|err| RedisError::from_redis(&err, self.password.as_ref()))
-            }
-        }
+        self.timed(request, cmd.query_async::<T>(&mut conn)).await
     }
 
     /// Runs a pipeline (or `MULTI` transaction) whose replies are ignored.
@@ -241,8 +232,17 @@ impl RedisBackend {
         pipe: &redis::Pipeline,
     ) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
+        self.timed(request, pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Bounds a request by `redis.timeout`, records its latency, and types its error.
+    async fn timed<T>(
+        &self,
+        request: Request,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RedisError> {
         let start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await;
+        let result = tokio::time::timeout(self.timeout, call).await;
         self.metrics
             .observe(Backend::Redis, request, start.elapsed());
         match result {
@@ -281,33 +281,13 @@ impl RedisBackend {
         }
     }
 
-    /// Probes until `cancel`: every [`PROBE_INTERVAL`] while up, backing off
+    /// Probes until `cancel`: every 2 s while up, backing off
     /// while down. The connection manager reconnects by itself.
     pub(crate) async fn run_probe(self: Arc<Self>, cancel: CancellationToken) {
-        let mut backoff = Backoff::default();
-        let mut was_up = None;
-        loop {
-            let up = self.probe_once().await;
-            if was_up != Some(up) {
-                let health = self.health.borrow().clone();
-                if up {
-                    tracing::info!(backend = "redis", endpoint = %self.endpoint, details = %health.details, "backend up");
-                } else {
-                    tracing::warn!(backend = "redis", endpoint = %self.endpoint, details = %health.details, "backend down");
-                }
-                was_up = Some(up);
-            }
-            let delay = if up {
-                backoff.reset();
-                PROBE_INTERVAL
-            } else {
-                backoff.next_delay()
-            };
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
+        probe_loop(Backend::Redis, &self.endpoint, &self.health, cancel, || {
+            self.probe_once()
+        })
+        .await;
     }
 
     /// One probe: PING, then INFO. Returns whether Redis answered.
