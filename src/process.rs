@@ -23,12 +23,11 @@ impl Collector for ProcessCollector {
         };
         if let Ok(stat) = process.stat() {
             let ticks = procfs::ticks_per_second() as f64;
-            let page = procfs::page_size();
             gauge(
                 &mut encoder,
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes.",
-                (stat.rss * page) as f64,
+                rss_bytes(&stat) as f64,
             )?;
             gauge(
                 &mut encoder,
@@ -74,6 +73,18 @@ impl Collector for ProcessCollector {
         }
         Ok(())
     }
+}
+
+/// The daemon's resident memory in bytes, from `/proc/self/stat`.
+pub(crate) fn resident_bytes() -> Option<u64> {
+    Process::myself()
+        .and_then(|p| p.stat())
+        .ok()
+        .map(|stat| rss_bytes(&stat))
+}
+
+fn rss_bytes(stat: &procfs::process::Stat) -> u64 {
+    stat.rss * procfs::page_size()
 }
 
 fn gauge(

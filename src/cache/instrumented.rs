@@ -96,6 +96,18 @@ impl Freshness {
             generation.fetch_add(1, Ordering::AcqRel);
         }
     }
+
+    /// Makes every entry stale, whichever way keys map to generations.
+    fn bump_all(&self) {
+        let all: &[AtomicU64] = match self {
+            Self::Immutable => &[],
+            Self::Global(generation) => std::slice::from_ref(generation),
+            Self::PerKey(stripes) => stripes,
+        };
+        for generation in all {
+            generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A cached value with the generation its load started at. moka's
@@ -315,9 +327,7 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
 
     /// Marks every entry stale and drops them all.
     pub(crate) fn invalidate_all(&self) {
-        if let Freshness::Global(generation) = &self.freshness {
-            generation.fetch_add(1, Ordering::AcqRel);
-        }
+        self.freshness.bump_all();
         self.inner.load().invalidate_all();
     }
 
@@ -370,7 +380,7 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
     }
 
     /// The current capacity in bytes.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) fn capacity(&self) -> u64 {
         self.capacity.load(Ordering::Relaxed)
     }

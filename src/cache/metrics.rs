@@ -150,10 +150,14 @@ impl CacheFamilies {
             size: self.size.get_or_create(&labels).clone(),
             capacity: self.capacity.get_or_create(&labels).clone(),
             uncacheable: self.uncacheable.get_or_create(&labels).clone(),
-            evicted_size: eviction(EvictionCause::Size),
-            evicted_expired: eviction(EvictionCause::Expired),
-            evicted_explicit: eviction(EvictionCause::Explicit),
-            evicted_replaced: eviction(EvictionCause::Replaced),
+            // Declaration order, which is `EvictionCause as usize`.
+            evicted: [
+                EvictionCause::Size,
+                EvictionCause::Expired,
+                EvictionCause::Explicit,
+                EvictionCause::Replaced,
+            ]
+            .map(eviction),
         }
     }
 }
@@ -167,33 +171,19 @@ pub(crate) struct CacheMetrics {
     pub(crate) size: Gauge,
     pub(crate) capacity: Gauge,
     pub(crate) uncacheable: Counter,
-    evicted_size: Counter,
-    evicted_expired: Counter,
-    evicted_explicit: Counter,
-    evicted_replaced: Counter,
+    /// Indexed by `EvictionCause as usize`.
+    evicted: [Counter; 4],
 }
 
 impl CacheMetrics {
     /// Counts one eviction.
     pub(crate) fn evicted(&self, cause: EvictionCause) {
-        match cause {
-            EvictionCause::Size => &self.evicted_size,
-            EvictionCause::Expired => &self.evicted_expired,
-            EvictionCause::Explicit => &self.evicted_explicit,
-            EvictionCause::Replaced => &self.evicted_replaced,
-        }
-        .inc();
+        self.evicted[cause as usize].inc();
     }
 
     /// Evictions so far for `cause`.
-    #[allow(dead_code)]
+    #[cfg(test)]
     pub(crate) fn evictions(&self, cause: EvictionCause) -> u64 {
-        match cause {
-            EvictionCause::Size => &self.evicted_size,
-            EvictionCause::Expired => &self.evicted_expired,
-            EvictionCause::Explicit => &self.evicted_explicit,
-            EvictionCause::Replaced => &self.evicted_replaced,
-        }
-        .get()
+        self.evicted[cause as usize].get()
     }
 }

@@ -75,6 +75,11 @@ impl Weigh for Arc<QueryHits> {
     }
 }
 
+/// Each cache's capacity: its share of `budget`, in whole bytes.
+fn capacities(budget: u64, shares: [f64; 3]) -> [u64; 3] {
+    shares.map(|share| (budget as f64 * share).floor() as u64)
+}
+
 /// How often the gauges are refreshed and moka's maintenance runs.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -101,26 +106,26 @@ impl CacheManager {
             config.similarity.share,
             config.embeddings.share,
         ];
-        let share_of = |i: usize| (budget as f64 * shares[i]).floor() as u64;
+        let [chat_history, similarity, embeddings] = capacities(budget, shares);
         let manager = Self {
             chat_history: InstrumentedCache::new(
                 CacheName::ChatHistory,
                 config.chat_history.ttl,
-                share_of(0),
+                chat_history,
                 Freshness::per_key(),
                 families.for_cache(CacheName::ChatHistory),
             ),
             similarity: InstrumentedCache::new(
                 CacheName::Similarity,
                 config.similarity.ttl,
-                share_of(1),
+                similarity,
                 Freshness::global(),
                 families.for_cache(CacheName::Similarity),
             ),
             embeddings: InstrumentedCache::new(
                 CacheName::Embeddings,
                 config.embeddings.ttl,
-                share_of(2),
+                embeddings,
                 Freshness::Immutable,
                 families.for_cache(CacheName::Embeddings),
             ),
@@ -155,10 +160,10 @@ impl CacheManager {
         self.families
             .pool_budget
             .set(i64::try_from(budget).unwrap_or(i64::MAX));
-        let share_of = |i: usize| (budget as f64 * self.shares[i]).floor() as u64;
-        self.chat_history.set_capacity(share_of(0)).await;
-        self.similarity.set_capacity(share_of(1)).await;
-        self.embeddings.set_capacity(share_of(2)).await;
+        let [chat_history, similarity, embeddings] = capacities(budget, self.shares);
+        self.chat_history.set_capacity(chat_history).await;
+        self.similarity.set_capacity(similarity).await;
+        self.embeddings.set_capacity(embeddings).await;
         let used = self.maintain().await;
         tracing::info!(previous, budget, used, "memory pool resized");
     }

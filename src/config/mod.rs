@@ -93,8 +93,6 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct WebConfig {
     pub(crate) listen_address: SocketAddr,
-    #[serde(skip)]
-    pub(crate) config_file: Option<PathBuf>,
 }
 
 /// `[redis]`
@@ -280,9 +278,6 @@ impl Config {
         let mut out = String::from("# effective configuration (secrets redacted)\n");
         if let Some(path) = &self.config_file {
             out.push_str(&format!("# config file: {}\n", path.display()));
-        }
-        if let Some(path) = &self.web.config_file {
-            out.push_str(&format!("# web config file: {}\n", path.display()));
         }
         match toml::to_string_pretty(self) {
             Ok(text) => out.push_str(&text),

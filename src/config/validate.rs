@@ -153,10 +153,7 @@ fn web(layers: &Layers<'_>) -> Result<WebConfig, ConfigError> {
             ),
         ));
     }
-    Ok(WebConfig {
-        listen_address,
-        config_file: None,
-    })
+    Ok(WebConfig { listen_address })
 }
 
 /// Accepts `host:port`, `[v6]:port` and Prometheus's `:port` (all interfaces).

@@ -55,11 +55,8 @@ struct WindowLabels {
 const WINDOWS: [&str; 3] = ["10s", "60s", "300s"];
 
 /// `llmcache_psi_memory_{some,full}_ratio{window}`, present only while PSI is.
-#[derive(Debug, Default)]
-struct PsiCollector {
-    some: [Sampled; 3],
-    full: [Sampled; 3],
-}
+#[derive(Debug)]
+struct PsiCollector(PsiSamples);
 
 impl Collector for PsiCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -67,12 +64,12 @@ impl Collector for PsiCollector {
             (
                 "psi_memory_some_ratio",
                 "Share of time some tasks stalled on memory (PSI), by averaging window",
-                &self.some,
+                &self.0.some,
             ),
             (
                 "psi_memory_full_ratio",
                 "Share of time all tasks stalled on memory (PSI), by averaging window",
-                &self.full,
+                &self.0.full,
             ),
         ] {
             if values.iter().all(|v| v.get().is_none()) {
@@ -120,10 +117,7 @@ impl MemoryMetrics {
             pressure.clone(),
         );
         let psi = PsiSamples::default();
-        registry.register_collector(Box::new(PsiCollector {
-            some: psi.some.clone(),
-            full: psi.full.clone(),
-        }));
+        registry.register_collector(Box::new(PsiCollector(psi.clone())));
         Self {
             pressure,
             host_total: register_sampled(
@@ -406,9 +400,8 @@ impl MemoryMonitor {
 
     /// The daemon's own RSS, from the real `/proc` (not the fixture root).
     fn sample_rss(&self) {
-        if let Ok(stat) = procfs::process::Process::myself().and_then(|p| p.stat()) {
-            self.rss
-                .store(stat.rss * procfs::page_size(), Ordering::Relaxed);
+        if let Some(rss) = crate::process::resident_bytes() {
+            self.rss.store(rss, Ordering::Relaxed);
         }
     }
 }

@@ -109,17 +109,16 @@ impl Workload {
         let result = self.ops.run(op).await;
         let latency = scheduled.elapsed();
         let operation = op.operation();
-        match &result {
-            Ok(outcome) => self.metrics.record(operation, *outcome, None, latency),
-            Err(err) => {
-                self.metrics
-                    .record(operation, Outcome::Error, Some(err.kind()), latency);
-                tracing::debug!(operation = operation.as_str(), kind = err.kind().as_str(), error = %err, "operation failed");
-            }
-        }
+        let (outcome, kind) = match &result {
+            Ok(outcome) => (*outcome, None),
+            Err(err) => (Outcome::Error, Some(err.kind())),
+        };
+        self.metrics.record(operation, outcome, kind, latency);
         tracing::debug!(
             operation = operation.as_str(),
-            outcome = result.as_ref().map_or("error", |o| o.as_str()),
+            outcome = outcome.as_str(),
+            kind = kind.map(|k| k.as_str()),
+            error = result.as_ref().err().map(tracing::field::display),
             latency_us = latency.as_micros() as u64,
             // Sampled once per memory.sample_interval, not per operation.
             rss_before,
