@@ -122,10 +122,7 @@ async fn backends_down_at_start_are_reported_then_picked_up() {
 
     let _redis = RedisServer::start_on(redis_port, &[]);
     let _chroma = ChromaServer::start_on(chroma_port);
-    app.wait_for_metric(r#"llmcache_backend_up{backend="redis"}"#, 1.0, UP)
-        .await;
-    app.wait_for_metric(r#"llmcache_backend_up{backend="chroma"}"#, 1.0, UP)
-        .await;
+    app.wait_backends_up().await;
     poll("/health healthy", UP, || async {
         let (code, health) = app.health().await;
         (code == 200 && health["status"] == "healthy").then_some(())

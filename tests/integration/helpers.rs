@@ -263,6 +263,32 @@ impl ChromaServer {
         )
     }
 
+    /// `GET collections/{path}`: the status and the JSON body (`Null` if none).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::get(format!("{}/{path}", self.collections_url()))
+            .await
+            .expect("chroma GET");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// The collection called `name`, as Chroma describes it.
+    pub async fn collection(&self, name: &str) -> serde_json::Value {
+        self.get(name).await.1
+    }
+
+    /// The number of records in the collection with UUID `id`.
+    pub async fn count(&self, id: &str) -> u64 {
+        self.get(&format!("{id}/count"))
+            .await
+            .1
+            .as_u64()
+            .expect("count")
+    }
+
     /// Creates a user's collection (not the daemon's: no marker) holding one
     /// record; returns its UUID.
     pub async fn create_user_collection(&self, name: &str, metadata: serde_json::Value) -> String {
@@ -498,6 +524,18 @@ impl TestApp {
     /// The value of one series in `/metrics`, e.g. `llmcache_backend_up{backend="redis"}`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         metric_value(&self.metrics().await, series)
+    }
+
+    /// Waits until Redis and Chroma are both reported up.
+    pub async fn wait_backends_up(&self) {
+        for backend in ["redis", "chroma"] {
+            self.wait_for_metric(
+                &format!("llmcache_backend_up{{backend=\"{backend}\"}}"),
+                1.0,
+                Duration::from_secs(15),
+            )
+            .await;
+        }
     }
 
     /// Waits until `series` is at least `value`, or fails after `timeout`.

@@ -35,10 +35,7 @@ async fn metrics_are_served_in_both_formats_with_the_foundation_series() {
     let redis = RedisServer::start();
     let chroma = ChromaServer::start();
     let app = spawn_app(&backend_flags(&redis, &chroma)).await;
-    app.wait_for_metric(r#"llmcache_backend_up{backend="redis"}"#, 1.0, UP)
-        .await;
-    app.wait_for_metric(r#"llmcache_backend_up{backend="chroma"}"#, 1.0, UP)
-        .await;
+    app.wait_backends_up().await;
 
     let open = app
         .http
@@ -124,10 +121,7 @@ async fn health_has_the_seed_shape_and_liveness_endpoints_answer() {
     let redis = RedisServer::start();
     let chroma = ChromaServer::start();
     let app = spawn_app(&backend_flags(&redis, &chroma)).await;
-    app.wait_for_metric(r#"llmcache_backend_up{backend="chroma"}"#, 1.0, UP)
-        .await;
-    app.wait_for_metric(r#"llmcache_backend_up{backend="redis"}"#, 1.0, UP)
-        .await;
+    app.wait_backends_up().await;
 
     let (code, health) = app.health().await;
     assert_eq!(code, 200, "{health}");
@@ -197,15 +191,7 @@ async fn the_probe_collection_is_created_with_the_ownership_marker() {
     let app = spawn_app(&backend_flags(&redis, &chroma)).await;
     app.wait_for_metric("llmcache_chroma_collection_records", 0.0, UP)
         .await;
-    let collection: serde_json::Value = reqwest::get(format!(
-        "{}/llmcache_probe_memories",
-        chroma.collections_url()
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let collection = chroma.collection("llmcache_probe_memories").await;
     assert_eq!(
         collection["metadata"]["created_by"], "llm-cache-exporter",
         "{collection}"
@@ -219,7 +205,6 @@ async fn a_foreign_collection_is_reported_and_left_untouched() {
     let id = chroma
         .create_user_collection("users_memories", serde_json::json!({"team": "search"}))
         .await;
-    let client = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(
@@ -255,26 +240,12 @@ async fn a_foreign_collection_is_reported_and_left_untouched() {
         Some(1.0)
     );
 
-    let after: serde_json::Value = client
-        .get(format!("{}/users_memories", chroma.collections_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = chroma.collection("users_memories").await;
     assert_eq!(
         after["metadata"],
         serde_json::json!({"team": "search"}),
         "metadata must be untouched"
     );
-    let count: u64 = client
-        .get(format!("{}/{id}/count", chroma.collections_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let count = chroma.count(&id).await;
     assert_eq!(count, 1);
 }

@@ -274,7 +274,6 @@ async fn only_the_probes_own_data_is_touched_and_it_is_removed_at_exit() {
     let user_id = chroma
         .create_user_collection("user_memories", serde_json::json!({"owner": "app"}))
         .await;
-    let client = reqwest::Client::new();
 
     let config = "[workload]\nrate = 60.0\n[workload.mix]\nstore_memory = 0.2\n";
     let (app, _dir) = spawn_app_with_config(&redis, &chroma, config).await;
@@ -320,35 +319,13 @@ async fn only_the_probes_own_data_is_touched_and_it_is_removed_at_exit() {
         );
     }
 
-    let after: serde_json::Value = client
-        .get(format!("{}/user_memories", chroma.collections_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = chroma.collection("user_memories").await;
     assert_eq!(after["metadata"], serde_json::json!({"owner": "app"}));
-    let records: u64 = client
-        .get(format!("{}/{user_id}/count", chroma.collections_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let records = chroma.count(&user_id).await;
     assert_eq!(records, 1);
-    let probe = client
-        .get(format!(
-            "{}/llmcache_probe_memories",
-            chroma.collections_url()
-        ))
-        .send()
-        .await
-        .unwrap();
+    let (probe_status, _) = chroma.get("llmcache_probe_memories").await;
     assert_eq!(
-        probe.status(),
-        404,
+        probe_status, 404,
         "the probe collection the daemon created is gone"
     );
 }
