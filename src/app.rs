@@ -2,34 +2,82 @@
 //! binds the listener; [`App::run`] runs the probe loops, the cache
 //! maintenance, the workload and the HTTP server until the shutdown future
 //! resolves, then cleans up. [`App::once`] runs each operation once instead.
+//!
+//! A reload builds a new generation of [`Parts`] from the re-read
+//! configuration before touching the running one, so a configuration that
+//! does not validate or build changes nothing. The listener and the metric
+//! [`Families`] live for the whole process.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use prometheus_client::metrics::MetricType;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::chroma::ChromaBackend;
 use crate::backends::redis::{InfoSamples, RedisBackend};
 use crate::backends::BackendMetrics;
-use crate::cache::CacheManager;
-use crate::config::Config;
+use crate::cache::{CacheFamilies, CacheManager};
+use crate::config::{Config, ConfigError};
 use crate::embeddings::Embedder;
 use crate::health::HealthSources;
-use crate::http::{router, HttpState};
-use crate::memory::MemoryMonitor;
-use crate::metrics::{register_sampled, Metrics};
+use crate::http::auth::BasicAuth;
+use crate::http::listener::{TlsSetting, WebListener};
+use crate::http::{router, HttpState, ReloadRequest};
+use crate::memory::{MemoryMetrics, MemoryMonitor};
+use crate::metrics::{register_sampled, Metrics, Sampled};
 use crate::workload::{Operations, Workload, WorkloadMetrics};
 
-/// Everything but the listener: shared by the daemon and `--once`.
-struct Parts {
+/// The metric families, registered once per process. Every generation of
+/// [`Parts`] writes to the same series, so a reload loses no counts.
+struct Families {
     metrics: Arc<Metrics>,
+    backend: BackendMetrics,
+    redis_samples: InfoSamples,
+    chroma_records: Sampled,
+    cache: CacheFamilies,
+    workload: WorkloadMetrics,
+    memory: MemoryMetrics,
+}
+
+impl Families {
+    fn register() -> Self {
+        let mut builder = Metrics::builder();
+        let backend = BackendMetrics::register(builder.namespace());
+        let redis_samples =
+            InfoSamples::register(builder.namespace().sub_registry_with_prefix("redis"));
+        let chroma_records = register_sampled(
+            builder.namespace().sub_registry_with_prefix("chroma"),
+            "collection_records",
+            "Records in the probe collection, from Chroma's count",
+            None,
+            MetricType::Gauge,
+        );
+        let cache = CacheFamilies::register(builder.namespace());
+        let workload = WorkloadMetrics::register(builder.namespace());
+        let memory = MemoryMetrics::register(builder.namespace());
+        Self {
+            metrics: Arc::new(builder.finish()),
+            backend,
+            redis_samples,
+            chroma_records,
+            cache,
+            workload,
+            memory,
+        }
+    }
+}
+
+/// Everything a configuration builds, but not yet running.
+struct Parts {
     redis: Arc<RedisBackend>,
     chroma: Arc<ChromaBackend>,
     cache: Arc<CacheManager>,
@@ -40,43 +88,44 @@ struct Parts {
 }
 
 impl Parts {
-    /// Builds every source, registering its metrics in this order. Makes no
-    /// backend request.
-    fn build(config: &Config) -> anyhow::Result<Self> {
+    /// Builds every part from `config`, reusing `cache` if given (a reload
+    /// that leaves `[cache]` alone keeps what is cached). Makes no backend
+    /// request.
+    fn build(
+        config: &Config,
+        families: &Families,
+        cache: Option<Arc<CacheManager>>,
+    ) -> anyhow::Result<Self> {
         // One TLS provider for reqwest and redis-rs; an error only means a
         // provider is already installed (a second App in the same process).
         let _ = rustls::crypto::ring::default_provider().install_default();
 
-        let mut builder = Metrics::builder();
-        let backend_metrics = BackendMetrics::register(builder.namespace());
-        let redis_samples =
-            InfoSamples::register(builder.namespace().sub_registry_with_prefix("redis"));
-        let chroma_records = register_sampled(
-            builder.namespace().sub_registry_with_prefix("chroma"),
-            "collection_records",
-            "Records in the probe collection, from Chroma's count",
-            None,
-            MetricType::Gauge,
-        );
-        let cache = Arc::new(CacheManager::new(&config.cache, builder.namespace()));
-        let workload_metrics = WorkloadMetrics::register(builder.namespace());
+        let cache = cache
+            .unwrap_or_else(|| Arc::new(CacheManager::new(&config.cache, families.cache.clone())));
         let redis = Arc::new(
-            RedisBackend::new(&config.redis, backend_metrics.clone(), redis_samples)
-                .context("cannot set up the Redis client")?,
+            RedisBackend::new(
+                &config.redis,
+                families.backend.clone(),
+                families.redis_samples.clone(),
+            )
+            .context("cannot set up the Redis client")?,
         );
         let monitor = MemoryMonitor::new(
             &config.memory,
             cache.clone(),
             redis.info(),
-            builder.namespace(),
+            families.memory.clone(),
         );
-        let metrics = Arc::new(builder.finish());
         let chroma = Arc::new(
-            ChromaBackend::new(&config.chroma, backend_metrics.clone(), chroma_records)
-                .context("cannot set up the Chroma client")?,
+            ChromaBackend::new(
+                &config.chroma,
+                families.backend.clone(),
+                families.chroma_records.clone(),
+            )
+            .context("cannot set up the Chroma client")?,
         );
         let embedder = Arc::new(
-            Embedder::new(&config.embeddings, backend_metrics)
+            Embedder::new(&config.embeddings, families.backend.clone())
                 .context("cannot set up the embedder")?,
         );
         let ops = Arc::new(Operations::new(
@@ -86,9 +135,13 @@ impl Parts {
             cache.clone(),
             embedder.clone(),
         ));
-        let workload = Arc::new(Workload::new(config, ops, workload_metrics, monitor.rss()));
+        let workload = Arc::new(Workload::new(
+            config,
+            ops,
+            families.workload.clone(),
+            monitor.rss(),
+        ));
         Ok(Self {
-            metrics,
             redis,
             chroma,
             cache,
@@ -98,14 +151,108 @@ impl Parts {
             cleanup_on_exit: config.workload.cleanup_on_exit,
         })
     }
+
+    fn health(&self) -> HealthSources {
+        HealthSources {
+            redis: self.redis.health(),
+            chroma: self.chroma.health(),
+            embeddings: self.embedder.health(),
+            cache: self.cache.clone(),
+        }
+    }
+
+    /// Spawns the probe loops, the cache maintenance, the workload and the
+    /// memory monitor.
+    fn start(self) -> Running {
+        let cancel = CancellationToken::new();
+        let mut loops = JoinSet::new();
+        loops.spawn(self.redis.clone().run_probe(cancel.clone()));
+        loops.spawn(self.chroma.clone().run_probe(cancel.clone()));
+        loops.spawn(self.cache.clone().run_maintenance(cancel.clone()));
+        loops.spawn(self.workload.clone().run(cancel.clone()));
+        loops.spawn(self.monitor.run(cancel.clone()));
+        Running {
+            cache: self.cache,
+            workload: self.workload,
+            cleanup_on_exit: self.cleanup_on_exit,
+            cancel,
+            loops,
+        }
+    }
+}
+
+/// One generation's loops, running.
+struct Running {
+    cache: Arc<CacheManager>,
+    workload: Arc<Workload>,
+    cleanup_on_exit: bool,
+    cancel: CancellationToken,
+    loops: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops the loops and lets operations in flight finish (bounded).
+    async fn stop(mut self) -> Self {
+        self.cancel.cancel();
+        let drained = tokio::time::timeout(Duration::from_secs(4), async {
+            while self.loops.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("background loops did not stop within 4 s");
+        }
+        self
+    }
+
+    /// Removes the probe's data, if configured (bounded).
+    async fn cleanup(&self) {
+        if self.cleanup_on_exit
+            && tokio::time::timeout(Duration::from_secs(5), self.workload.cleanup())
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                "cleanup did not finish within 5 s; the probe's keys expire by their TTL"
+            );
+        }
+    }
+}
+
+/// Re-reads the configuration from where it first came (the same flags and
+/// env, the file read again).
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// Asks a running [`App`] to reload, as `SIGHUP` and `POST /-/reload` do.
+#[derive(Clone)]
+pub struct ReloadHandle(mpsc::Sender<ReloadRequest>);
+
+impl ReloadHandle {
+    /// Reloads and waits for the outcome: `Err` with the reason when the new
+    /// configuration was refused and the old one kept.
+    pub async fn reload(&self) -> Result<(), String> {
+        let (reply, outcome) = oneshot::channel();
+        self.0
+            .send(reply)
+            .await
+            .map_err(|_| "the daemon is shutting down".to_owned())?;
+        outcome
+            .await
+            .map_err(|_| "the daemon is shutting down".to_owned())?
+    }
 }
 
 /// The daemon, built and bound, not yet running.
 pub struct App {
     listener: TcpListener,
     addr: SocketAddr,
+    config: Config,
+    source: ConfigSource,
+    families: Families,
     parts: Parts,
     http: HttpState,
+    reload_requests: mpsc::Receiver<ReloadRequest>,
+    tls: TlsSetting,
+    auth: BasicAuth,
 }
 
 /// What `--once` found.
@@ -120,36 +267,43 @@ pub struct OnceOutcome {
 impl App {
     /// Builds every part from `config` and binds the listen address. Makes no
     /// backend request: backends that are down are reported, not fatal.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let parts = Parts::build(&config)?;
+    /// `source` is what a reload reads.
+    pub async fn build(config: Config, source: ConfigSource) -> anyhow::Result<Self> {
+        let families = Families::register();
+        let parts = Parts::build(&config, &families, None)?;
         let listener = TcpListener::bind(config.web.listen_address)
             .await
             .with_context(|| format!("cannot listen on {}", config.web.listen_address))?;
         let addr = listener
             .local_addr()
             .context("cannot read the bound address")?;
+        let (reload, reload_requests) = mpsc::channel(4);
         let http = HttpState {
-            metrics: parts.metrics.clone(),
-            health: HealthSources {
-                redis: parts.redis.health(),
-                chroma: parts.chroma.health(),
-                embeddings: parts.embedder.health(),
-                cache: parts.cache.clone(),
-            },
+            metrics: families.metrics.clone(),
+            health: Arc::new(ArcSwap::from_pointee(parts.health())),
             ready: Arc::new(AtomicBool::new(false)),
+            reload,
         };
+        let tls = Arc::new(ArcSwapOption::new(config.web.security.tls.clone()));
+        let auth = BasicAuth::new(config.web.security.users.clone());
         Ok(Self {
             listener,
             addr,
+            config,
+            source,
+            families,
             parts,
             http,
+            reload_requests,
+            tls,
+            auth,
         })
     }
 
     /// Runs each operation once against the configured backends, without
     /// serving HTTP, and reports.
     pub async fn once(config: Config) -> anyhow::Result<OnceOutcome> {
-        let parts = Parts::build(&config)?;
+        let parts = Parts::build(&config, &Families::register(), None)?;
         let report = parts.workload.once().await;
         let ok = report.ok;
         let report = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
@@ -161,48 +315,133 @@ impl App {
         self.addr
     }
 
-    /// Runs until `shutdown` resolves; then stops the loops, lets operations
-    /// in flight finish (bounded), and cleans up if configured.
+    /// A handle for `SIGHUP`.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle(self.http.reload.clone())
+    }
+
+    /// Runs until `shutdown` resolves, reloading on request; then stops the
+    /// loops, lets operations in flight finish (bounded), and cleans up if
+    /// configured.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let parts = self.parts;
-        let cancel = CancellationToken::new();
-        let mut loops = JoinSet::new();
-        loops.spawn(parts.redis.clone().run_probe(cancel.clone()));
-        loops.spawn(parts.chroma.clone().run_probe(cancel.clone()));
-        loops.spawn(parts.cache.clone().run_maintenance(cancel.clone()));
-        loops.spawn(parts.workload.clone().run(cancel.clone()));
-        loops.spawn(parts.monitor.run(cancel.clone()));
+        let listener = WebListener::new(self.listener, self.tls.clone())
+            .context("cannot read the bound address")?;
+        let stop_serving = CancellationToken::new();
+        let server = tokio::spawn(
+            axum::serve(listener, router(self.http.clone(), self.auth.clone()))
+                .with_graceful_shutdown(stop_serving.clone().cancelled_owned())
+                .into_future(),
+        );
+        let mut running = self.parts.start();
         self.http.ready.store(true, Ordering::Relaxed);
-        tracing::info!(address = %self.addr, version = env!("CARGO_PKG_VERSION"), "listening");
+        tracing::info!(
+            address = %self.addr,
+            tls = self.config.web.security.tls.is_some(),
+            basic_auth = !self.config.web.security.users.is_empty(),
+            version = env!("CARGO_PKG_VERSION"),
+            "listening"
+        );
 
-        let app = router(self.http.clone());
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the HTTP server failed");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(reply) = self.reload_requests.recv() => {
+                    let outcome;
+                    (running, outcome) = reload(
+                        running,
+                        &mut self.config,
+                        &self.source,
+                        &self.families,
+                        &self.http,
+                        &self.tls,
+                        &self.auth,
+                    )
+                    .await;
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
 
         tracing::info!("shutting down");
         self.http.ready.store(false, Ordering::Relaxed);
-        cancel.cancel();
-        let drained = tokio::time::timeout(Duration::from_secs(4), async {
-            while loops.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("background loops did not stop within 4 s");
-        }
-        if parts.cleanup_on_exit
-            && tokio::time::timeout(Duration::from_secs(5), parts.workload.cleanup())
-                .await
-                .is_err()
-        {
-            tracing::warn!(
-                "cleanup did not finish within 5 s; the probe's keys expire by their TTL"
-            );
-        }
-        served
+        stop_serving.cancel();
+        let running = running.stop().await;
+        running.cleanup().await;
+        server
+            .await
+            .context("the HTTP server panicked")?
+            .context("the HTTP server failed")
     }
+}
+
+/// Reads the configuration again and, if it is valid and builds, stops the
+/// running generation and starts the new one. Otherwise the running one keeps
+/// going untouched. The listener, the metric families and (when `[cache]` is
+/// unchanged) the cache survive.
+async fn reload(
+    running: Running,
+    config: &mut Config,
+    source: &ConfigSource,
+    families: &Families,
+    http: &HttpState,
+    tls: &TlsSetting,
+    auth: &BasicAuth,
+) -> (Running, Result<(), String>) {
+    let refused = |reason: String| {
+        families.metrics.last_reload_successful.set(0);
+        tracing::error!(error = %reason, "reload refused; the running configuration stays");
+        Err(reason)
+    };
+    let next = match source() {
+        Ok(next) => next,
+        Err(err) => return (running, refused(err.to_string())),
+    };
+    let keep_cache = (next.cache == config.cache).then(|| running.cache.clone());
+    let parts = match Parts::build(&next, families, keep_cache) {
+        Ok(parts) => parts,
+        Err(err) => return (running, refused(format!("{err:#}"))),
+    };
+    if next.web.listen_address != config.web.listen_address {
+        tracing::warn!(
+            running = %config.web.listen_address,
+            configured = %next.web.listen_address,
+            "the listen address changes only on restart"
+        );
+    }
+    if next.log != config.log {
+        tracing::warn!("log settings change only on restart");
+    }
+
+    let old = running.stop().await;
+    if moved_targets(config, &next) {
+        // Data the old configuration wrote where the new one will not look.
+        old.cleanup().await;
+    }
+    if Arc::ptr_eq(&old.cache, &parts.cache) {
+        // The new memory monitor starts without pressure; so must the pool.
+        parts.cache.set_memory_pressure(false);
+        parts.cache.resize(parts.cache.configured_budget()).await;
+    }
+    http.health.store(Arc::new(parts.health()));
+    tls.store(next.web.security.tls.clone());
+    auth.set_users(next.web.security.users.clone());
+    let running = parts.start();
+    *config = next;
+    families.metrics.last_reload_successful.set(1);
+    tracing::info!("configuration reloaded");
+    (running, Ok(()))
+}
+
+/// Whether the probe's keys or collection live somewhere else now.
+fn moved_targets(old: &Config, new: &Config) -> bool {
+    old.redis.url != new.redis.url
+        || old.redis.key_prefix != new.redis.key_prefix
+        || old.chroma.url != new.chroma.url
+        || old.chroma.tenant != new.chroma.tenant
+        || old.chroma.database != new.chroma.database
+        || old.chroma.collection != new.chroma.collection
 }

@@ -141,7 +141,9 @@ mod tests {
             .config;
         let cache = Arc::new(CacheManager::new(
             &config.cache,
-            &mut prometheus_client::registry::Registry::default(),
+            crate::cache::CacheFamilies::register(
+                &mut prometheus_client::registry::Registry::default(),
+            ),
         ));
         let ok = ComponentHealth {
             status: Status::Healthy,

@@ -25,5 +25,5 @@ mod zipf;
 #[doc(hidden)]
 pub mod bench;
 
-pub use app::{App, OnceOutcome};
+pub use app::{App, ConfigSource, OnceOutcome, ReloadHandle};
 pub use config::{Config, ConfigError, Invocation, Mode};

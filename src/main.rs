@@ -1,12 +1,14 @@
 //! The `llm-cache-exporter` binary: parse the configuration, install logging,
-//! build the [`App`] and run it until SIGINT or SIGTERM.
+//! build the [`App`] and run it until SIGINT or SIGTERM, reloading on SIGHUP.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use llm_cache_exporter::{telemetry, App, Config, ConfigError, Mode};
 
 fn main() -> ExitCode {
-    let invocation = match Config::from_args(std::env::args_os()) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let invocation = match Config::from_args(args.clone()) {
         Ok(invocation) => invocation,
         Err(ConfigError::Usage(err)) => {
             // --help and --version exit 0; a malformed command line exits 2.
@@ -58,7 +60,10 @@ fn main() -> ExitCode {
         };
     }
     let result = runtime.block_on(async {
-        let app = App::build(config).await?;
+        // A reload reads the same flags and env, and the file again.
+        let source = Box::new(move || Config::from_args(args.clone()).map(|i| i.config));
+        let app = App::build(config, source).await?;
+        tokio::spawn(reload_on_hangup(app.reload_handle()));
         app.run(shutdown_signal()).await
     });
     match result {
@@ -67,6 +72,19 @@ fn main() -> ExitCode {
             tracing::error!(error = %format!("{err:#}"), "exiting");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reloads on every SIGHUP. The outcome is logged by the app.
+async fn reload_on_hangup(handle: llm_cache_exporter::ReloadHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload with POST /-/reload");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!(signal = "SIGHUP", "reloading");
+        let _ = handle.reload().await;
     }
 }
 

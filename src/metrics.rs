@@ -163,12 +163,15 @@ struct BuildInfoLabels {
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
+    /// `llmcache_config_last_reload_successful`.
+    pub(crate) last_reload_successful: Gauge,
 }
 
 /// The registry while sources register into it; [`MetricsBuilder::finish`]
 /// freezes it.
 pub(crate) struct MetricsBuilder {
     root: Registry,
+    last_reload_successful: Gauge,
 }
 
 impl MetricsBuilder {
@@ -183,6 +186,7 @@ impl MetricsBuilder {
         self.root.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry: self.root,
+            last_reload_successful: self.last_reload_successful,
         }
     }
 }
@@ -206,14 +210,17 @@ impl Metrics {
             "A metric with a constant '1' value labeled by version, revision and rustc_version",
             build_info,
         );
-        let config_last_reload_successful: Gauge = Gauge::default();
-        config_last_reload_successful.set(1);
+        let last_reload_successful: Gauge = Gauge::default();
+        last_reload_successful.set(1);
         namespace.register(
             "config_last_reload_successful",
             "Whether the last configuration (re)load succeeded",
-            config_last_reload_successful,
+            last_reload_successful.clone(),
         );
-        MetricsBuilder { root }
+        MetricsBuilder {
+            root,
+            last_reload_successful,
+        }
     }
 
     /// OpenMetrics 1.0 text, ending in `# EOF`.

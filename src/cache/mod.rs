@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "bench")]
@@ -96,10 +95,9 @@ pub(crate) struct CacheManager {
 }
 
 impl CacheManager {
-    /// Registers the metrics under `registry` (the `llmcache_` namespace) and
-    /// builds the caches at the configured budget.
-    pub(crate) fn new(config: &CacheConfig, registry: &mut Registry) -> Self {
-        let families = CacheFamilies::register(registry);
+    /// Builds the caches at the configured budget, counting into `families`
+    /// (registered once per process, so a reload keeps the counts).
+    pub(crate) fn new(config: &CacheConfig, families: CacheFamilies) -> Self {
         let budget = config.memory_budget;
         let shares = [
             config.chat_history.share,

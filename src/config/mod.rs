@@ -7,6 +7,7 @@ mod cli;
 mod file;
 mod validate;
 mod values;
+mod web_file;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -19,6 +20,7 @@ use url::Url;
 
 pub use values::Secret;
 use values::{serialize_byte_size, serialize_duration};
+pub(crate) use web_file::WebSecurity;
 
 /// What the command line asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,9 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct WebConfig {
     pub(crate) listen_address: SocketAddr,
+    /// From `--web.config.file`, which has no TOML key.
+    #[serde(skip)]
+    pub(crate) security: WebSecurity,
 }
 
 /// `[redis]`
@@ -137,7 +142,7 @@ pub(crate) enum TokenHeader {
 }
 
 /// `[log]`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct LogConfig {
     pub(crate) level: LogLevel,
     pub(crate) format: LogFormat,
@@ -190,7 +195,7 @@ pub(crate) enum EmbeddingsProvider {
 }
 
 /// `[cache]`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct CacheConfig {
     #[serde(serialize_with = "serialize_byte_size")]
     pub(crate) memory_budget: u64,
@@ -200,7 +205,7 @@ pub(crate) struct CacheConfig {
 }
 
 /// `[cache.<name>]`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct CacheTable {
     #[serde(serialize_with = "serialize_duration")]
     pub(crate) ttl: Duration,

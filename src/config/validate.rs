@@ -11,6 +11,7 @@ use url::Url;
 use super::cli::{origin, Cli};
 use super::file::{CacheTableFile, FileConfig};
 use super::values::{parse_byte_size, parse_duration, Secret};
+use super::web_file::{self, WebSecurity};
 use super::{
     CacheConfig, CacheTable, ChromaConfig, Config, ConfigError, EmbeddingsConfig,
     EmbeddingsProvider, LogConfig, LogFormat, LogLevel, MemoryConfig, Mix, RedisConfig,
@@ -143,17 +144,21 @@ fn web(layers: &Layers<'_>) -> Result<WebConfig, ConfigError> {
         )
         .unwrap_or_else(|| ("0.0.0.0:9860".into(), "web.listen_address".into()));
     let listen_address = parse_listen_address(&text).map_err(|m| ConfigError::invalid(key, m))?;
-    if let Some(path) = &layers.cli.web_config_file {
-        // Serving without the TLS or auth a user asked for would be worse than
-        // refusing to start.
-        return Err(ConfigError::invalid(
-            origin(layers.matches, "web_config_file"),
-            format!(
-                "{path}: TLS and basic auth for the web endpoints are not supported by this version"
-            ),
-        ));
-    }
-    Ok(WebConfig { listen_address })
+    let security = match &layers.cli.web_config_file {
+        None => WebSecurity::default(),
+        Some(path) => web_file::load(Path::new(path)).map_err(|err| {
+            let flag = origin(layers.matches, "web_config_file");
+            if err.key.is_empty() {
+                ConfigError::invalid(flag, err.message)
+            } else {
+                ConfigError::invalid(format!("{} (in {path}, from {flag})", err.key), err.message)
+            }
+        })?,
+    };
+    Ok(WebConfig {
+        listen_address,
+        security,
+    })
 }
 
 /// Accepts `host:port`, `[v6]:port` and Prometheus's `:port` (all interfaces).

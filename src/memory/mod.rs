@@ -94,7 +94,9 @@ struct PsiSamples {
     full: [Sampled; 3],
 }
 
-struct MemoryMetrics {
+/// The monitor's series, registered once per process.
+#[derive(Clone)]
+pub(crate) struct MemoryMetrics {
     pressure: Family<ScopeLabels, Gauge>,
     host_total: Sampled,
     host_available: Sampled,
@@ -104,7 +106,8 @@ struct MemoryMetrics {
 }
 
 impl MemoryMetrics {
-    fn register(registry: &mut Registry) -> Self {
+    /// Registers under `registry` (the `llmcache_` namespace).
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let pressure = Family::<ScopeLabels, Gauge>::default();
         for scope in Scope::ALL {
             pressure
@@ -172,18 +175,18 @@ pub(crate) struct MemoryMonitor {
 }
 
 impl MemoryMonitor {
-    /// Registers the metrics under `registry` (the `llmcache_` namespace).
+    /// A monitor for `cache`, publishing into `metrics`.
     pub(crate) fn new(
         config: &MemoryConfig,
         cache: Arc<CacheManager>,
         redis: watch::Receiver<Option<RedisInfo>>,
-        registry: &mut Registry,
+        metrics: MemoryMetrics,
     ) -> Self {
         Self {
             config: config.clone(),
             cache,
             redis,
-            metrics: MemoryMetrics::register(registry),
+            metrics,
             rss: Arc::new(AtomicU64::new(0)),
         }
     }

@@ -13,6 +13,12 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// reqwest is built without a default TLS provider (the daemon picks ring);
+/// every test client needs one installed first.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -51,6 +57,30 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
     }
     panic!(
         "{what} did not listen on {port} within 30 s: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Prometheus listens before its TSDB is open and answers 503 until then.
+fn wait_for_ready(port: u16, log: &Path) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let mut answer = String::new();
+        let ready = TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut stream| {
+                stream.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n")?;
+                stream.read_to_string(&mut answer)
+            })
+            .is_ok()
+            && answer.split(' ').nth(1) == Some("200");
+        if ready {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "prometheus was not ready within 30 s: {}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
 }
@@ -214,6 +244,7 @@ impl ChromaServer {
 
     /// Starts Chroma on a given port.
     pub fn start_on(port: u16) -> Self {
+        install_crypto();
         let mut server = Self {
             child: None,
             port,
@@ -346,6 +377,12 @@ impl PrometheusServer {
     /// Starts Prometheus scraping `target` every second as job
     /// `llm-cache-exporter` (the name the alert rules expect), loading `rule_files`.
     pub fn start(target: SocketAddr, rule_files: &[PathBuf]) -> Self {
+        Self::start_with_job(target, rule_files, "")
+    }
+
+    /// As [`Self::start`], with `job` (lines indented four spaces, such as
+    /// `scheme:`, `basic_auth:` or `tls_config:`) added to the scrape job.
+    pub fn start_with_job(target: SocketAddr, rule_files: &[PathBuf], job: &str) -> Self {
         let binary = require("prometheus", "apt-get install -y prometheus");
         let dir = TempDir::new().expect("temp dir");
         let port = free_port();
@@ -355,7 +392,7 @@ impl PrometheusServer {
             .collect::<String>();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{rules}\
-             scrape_configs:\n  - job_name: llm-cache-exporter\n    static_configs:\n      - targets: ['{target}']\n",
+             scrape_configs:\n  - job_name: llm-cache-exporter\n{job}    static_configs:\n      - targets: ['{target}']\n",
             rules = if rules.is_empty() { "  []\n".to_owned() } else { rules }
         );
         let config_path = dir.path().join("prometheus.yml");
@@ -375,6 +412,7 @@ impl PrometheusServer {
             .spawn()
             .expect("cannot start prometheus");
         wait_for_port(port, &mut child, "prometheus", &log);
+        wait_for_ready(port, &log);
         Self {
             child,
             port,
@@ -445,15 +483,20 @@ pub struct TestApp {
 /// Builds and starts the app with these flags (after the program name and
 /// `--web.listen-address 127.0.0.1:0`).
 pub async fn spawn_app(flags: &[String]) -> TestApp {
+    install_crypto();
     let mut args = vec![
         "llm-cache-exporter".to_owned(),
         "--web.listen-address".into(),
         "127.0.0.1:0".into(),
     ];
     args.extend(flags.iter().cloned());
-    let invocation = Config::from_args(args).unwrap_or_else(|err| panic!("bad test config: {err}"));
+    let invocation =
+        Config::from_args(args.clone()).unwrap_or_else(|err| panic!("bad test config: {err}"));
     assert_eq!(invocation.mode, Mode::Run);
-    let app = App::build(invocation.config).await.expect("app builds");
+    let source = Box::new(move || Config::from_args(args.clone()).map(|i| i.config));
+    let app = App::build(invocation.config, source)
+        .await
+        .expect("app builds");
     let addr = app.local_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async move {
@@ -618,6 +661,61 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The daemon binary as a child process, logging at trace level to a file.
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(args: &[String], dir: &std::path::Path) -> Self {
+        install_crypto();
+        let port = free_port();
+        let log = dir.join("stderr.log");
+        let child = Command::new(binary())
+            .args([
+                "--web.listen-address",
+                &format!("127.0.0.1:{port}"),
+                "--log.level",
+                "trace",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, port, log }
+    }
+
+    /// The body at `path`, or `None` while the daemon is not listening yet.
+    pub async fn try_get(&self, path: &str) -> Option<String> {
+        let response = reqwest::get(format!("http://127.0.0.1:{}{path}", self.port))
+            .await
+            .ok()?;
+        response.text().await.ok()
+    }
+
+    pub async fn get(&self, path: &str) -> String {
+        self.try_get(path).await.expect("the daemon answers")
+    }
+
+    /// Sends a signal by name (`HUP`, `STOP`, …).
+    pub fn signal(&self, name: &str) {
+        signal(&self.child, name);
+    }
+
+    /// SIGTERM, wait, and return everything it logged.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap()
     }
 }
 

@@ -1,62 +1,14 @@
 //! A Redis password, given in the URL or a file, never shows: not in logs at
 //! trace level, not in `/health`, `/metrics` or `--check-config`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::{binary, free_port, metric_value, poll, ChromaServer, RedisServer};
+use crate::helpers::{binary, metric_value, poll, ChromaServer, Daemon, RedisServer};
 
 /// Has characters that need percent-encoding in a URL, to prove decoding.
 const PASSWORD: &str = "s3cr3t/Pa55:w0rd@xyzzy";
 const PASSWORD_IN_URL: &str = "s3cr3t%2FPa55%3Aw0rd%40xyzzy";
-
-struct Daemon {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(args: &[String], dir: &std::path::Path) -> Self {
-        let port = free_port();
-        let log = dir.join("stderr.log");
-        let child = Command::new(binary())
-            .args([
-                "--web.listen-address",
-                &format!("127.0.0.1:{port}"),
-                "--log.level",
-                "trace",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, port, log }
-    }
-
-    /// The body at `path`, or `None` while the daemon is not listening yet.
-    async fn try_get(&self, path: &str) -> Option<String> {
-        let response = reqwest::get(format!("http://127.0.0.1:{}{path}", self.port))
-            .await
-            .ok()?;
-        response.text().await.ok()
-    }
-
-    async fn get(&self, path: &str) -> String {
-        self.try_get(path).await.expect("the daemon answers")
-    }
-
-    /// SIGTERM, wait, and return everything it logged.
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-}
 
 fn assert_no_secret(what: &str, text: &str) {
     for secret in [PASSWORD, PASSWORD_IN_URL, "Pa55"] {

@@ -1,15 +1,21 @@
-//! The HTTP surface: `/metrics`, `/health`, `/-/healthy`, `/-/ready` and the
-//! landing page. Handlers only read what the background loops measured; none
-//! of them talks to a backend.
+//! The HTTP surface: `/metrics`, `/health`, `/-/healthy`, `/-/ready`,
+//! `POST /-/reload` and the landing page, all behind the web config's basic
+//! auth ([`auth`]) and TLS ([`listener`]). Handlers only read what the
+//! background loops measured; none of them talks to a backend.
+
+pub(crate) mod auth;
+pub(crate) mod listener;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::backends::Status;
 use crate::health::HealthSources;
@@ -18,23 +24,48 @@ use crate::metrics::Metrics;
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A reload request: the app answers with the outcome.
+pub(crate) type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
 /// What the handlers read.
 #[derive(Clone)]
 pub(crate) struct HttpState {
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) health: HealthSources,
+    /// Swapped by a reload.
+    pub(crate) health: Arc<ArcSwap<HealthSources>>,
     pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) reload: mpsc::Sender<ReloadRequest>,
 }
 
-/// All routes.
-pub(crate) fn router(state: HttpState) -> Router {
+/// All routes, each behind basic auth when users are configured.
+pub(crate) fn router(state: HttpState, auth: auth::BasicAuth) -> Router {
     Router::new()
         .route("/", get(landing))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload).put(reload))
         .with_state(state)
+        .layer(middleware::from_fn_with_state(auth, auth::require))
+}
+
+/// Like Prometheus: 200 once the new configuration runs, 500 with the reason
+/// when it was refused (the old one keeps running).
+async fn reload(State(state): State<HttpState>) -> Response {
+    let (reply, outcome) = oneshot::channel();
+    if state.reload.send(reply).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match outcome.await {
+        Ok(Ok(())) => (StatusCode::OK, "configuration reloaded\n").into_response(),
+        Ok(Err(reason)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {reason}\n"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
 }
 
 async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
@@ -82,7 +113,7 @@ fn prefers_openmetrics(accept: &str) -> bool {
 }
 
 async fn health(State(state): State<HttpState>) -> Response {
-    let report = state.health.report();
+    let report = state.health.load().report();
     let code = if report.status == Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -108,7 +139,7 @@ async fn ready(State(state): State<HttpState>) -> Response {
 }
 
 async fn landing(State(state): State<HttpState>) -> Html<String> {
-    let report = state.health.report();
+    let report = state.health.load().report();
     let mut rows = String::new();
     for (name, component) in [
         ("redis", &report.redis),
@@ -138,6 +169,7 @@ async fn landing(State(state): State<HttpState>) -> Html<String> {
 <li><a href="health">/health</a>: health report (JSON)</li>
 <li><a href="-/healthy">/-/healthy</a>: liveness</li>
 <li><a href="-/ready">/-/ready</a>: readiness</li>
+<li>POST /-/reload: re-read the configuration</li>
 </ul>
 </body></html>
 "#,

@@ -1,0 +1,160 @@
+//! `POST /-/reload` and `SIGHUP`: a good configuration is swapped in without
+//! dropping the listener or resetting counters; a bad one changes nothing but
+//! `llmcache_config_last_reload_successful`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::helpers::{
+    backend_flags, metric_value, poll, spawn_app, ChromaServer, Daemon, RedisServer,
+};
+
+const RELOAD_OK: &str = "llmcache_config_last_reload_successful";
+const SCHEDULED: &str = "llmcache_workload_scheduled_total";
+
+fn config(rate: f64) -> String {
+    format!("[workload]\nrate = {rate}\nkey_ttl = \"5m\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reload_swaps_a_good_config_in_and_keeps_the_old_one_on_a_bad_one() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("config.toml");
+    let web_file = dir.path().join("web.yml");
+    std::fs::write(&config_file, config(10.0)).unwrap();
+    std::fs::write(&web_file, "").unwrap();
+    let mut flags = backend_flags(&redis, &chroma);
+    flags.extend([
+        "--config.file".into(),
+        config_file.display().to_string(),
+        "--web.config.file".into(),
+        web_file.display().to_string(),
+    ]);
+    let app = spawn_app(&flags).await;
+    app.wait_backends_up().await;
+    assert_eq!(app.metric(RELOAD_OK).await, Some(1.0));
+    app.wait_for_at_least(SCHEDULED, 10.0, Duration::from_secs(10))
+        .await;
+
+    // A bad value: refused with the key named, the old configuration runs on.
+    std::fs::write(&config_file, "[workload]\nrate = \"fast\"\n").unwrap();
+    let refused = app.http.post(app.url("/-/reload")).send().await.unwrap();
+    assert_eq!(refused.status(), 500);
+    let reason = refused.text().await.unwrap();
+    assert!(reason.contains("workload.rate"), "{reason}");
+    assert_eq!(app.metric(RELOAD_OK).await, Some(0.0));
+    let before = app.metric(SCHEDULED).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        app.metric(SCHEDULED).await.unwrap() > before,
+        "the workload keeps running after a refused reload"
+    );
+    let ready = app.http.get(app.url("/-/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // A good one: a higher rate and, from the web config, basic auth.
+    std::fs::write(&config_file, config(100.0)).unwrap();
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    std::fs::write(&web_file, format!("basic_auth_users:\n  ops: '{hash}'\n")).unwrap();
+    let before_reload = app.metric(SCHEDULED).await.unwrap();
+    let accepted = app.http.post(app.url("/-/reload")).send().await.unwrap();
+    assert_eq!(accepted.status(), 200, "{}", accepted.text().await.unwrap());
+
+    let anonymous = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "the new web config applies at once"
+    );
+    let scrape = || async {
+        let text = app
+            .http
+            .get(app.url("/metrics"))
+            .basic_auth("ops", Some("pw"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_value(&text, SCHEDULED).unwrap()
+    };
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .basic_auth("ops", Some("pw"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric_value(&text, RELOAD_OK), Some(1.0));
+    let after_reload = scrape().await;
+    assert!(
+        after_reload >= before_reload,
+        "counters survive a reload: {before_reload} then {after_reload}"
+    );
+    // The new rate: about 100/s now, against 10/s before.
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let per_second = (scrape().await - after_reload) / start.elapsed().as_secs_f64();
+    assert!(
+        (70.0..=130.0).contains(&per_second),
+        "{per_second} scheduled/s after reloading to 100/s"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_a_bad_file_is_logged_and_survived() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("config.toml");
+    std::fs::write(&config_file, config(10.0)).unwrap();
+    let mut args = backend_flags(&redis, &chroma);
+    args.extend(["--config.file".into(), config_file.display().to_string()]);
+    let daemon = Daemon::start(&args, dir.path());
+    let reload_ok = |value: f64| {
+        let daemon = &daemon;
+        async move {
+            poll(
+                &format!("{RELOAD_OK} = {value}"),
+                Duration::from_secs(15),
+                || async {
+                    let text = daemon.try_get("/metrics").await?;
+                    (metric_value(&text, RELOAD_OK) == Some(value)).then_some(())
+                },
+            )
+            .await
+        }
+    };
+    reload_ok(1.0).await;
+
+    write_slowly(&config_file, "[workload]\nrate = 10\nunknown_key = 1\n");
+    daemon.signal("HUP");
+    reload_ok(0.0).await;
+    std::fs::write(&config_file, config(20.0)).unwrap();
+    daemon.signal("HUP");
+    reload_ok(1.0).await;
+    assert!(daemon.try_get("/-/ready").await.is_some());
+
+    let logs = daemon.stop();
+    assert!(logs.contains("reload refused"), "{logs}");
+    assert!(
+        logs.contains("unknown_key"),
+        "the refusal names the key: {logs}"
+    );
+    assert!(logs.contains("configuration reloaded"), "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+/// Writes via a temp file and a rename, as editors and config management do.
+fn write_slowly(path: &Path, text: &str) {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, text).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
