@@ -21,6 +21,9 @@ pub mod telemetry;
 mod workload;
 mod zipf;
 
+#[cfg(test)]
+mod proptests;
+
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;

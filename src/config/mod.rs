@@ -6,7 +6,7 @@
 mod cli;
 mod file;
 mod validate;
-mod values;
+pub(crate) mod values;
 mod web_file;
 
 use std::ffi::OsString;

@@ -7,7 +7,7 @@
 //! point the monitor at fixtures. A missing source (no PSI, no cgroup limit,
 //! Redis down) emits no series and logs at debug; it never fails a scrape.
 
-mod sources;
+pub(crate) mod sources;
 mod verdict;
 
 use std::path::Path;

@@ -1,11 +1,14 @@
 //! Black-box tests against real redis-server, Chroma and Prometheus processes.
 
 mod backends;
+mod chroma_security;
 mod cli;
 mod dashboards;
 mod embeddings;
+mod faults;
 mod helpers;
 mod http_surface;
+mod ingress;
 mod memory;
 mod pki;
 mod prometheus;

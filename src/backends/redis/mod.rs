@@ -6,7 +6,7 @@
 //! Nothing here connects at construction, so a Redis that is down at start is
 //! reported down, not a startup failure.
 
-mod info;
+pub(crate) mod info;
 
 use std::future::Future;
 use std::sync::Arc;
