@@ -171,6 +171,7 @@ async fn a_wrong_token_or_an_untrusted_certificate_is_down_with_the_reason() {
                 .then_some(details)
         })
         .await;
+        eprintln!("chroma down ({reason}): {details}");
         assert!(
             details.to_lowercase().contains(reason),
             "the reason says {reason}: {details}"

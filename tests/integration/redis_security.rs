@@ -179,6 +179,7 @@ async fn an_untrusted_redis_certificate_is_down_with_the_reason() {
         (health["redis"]["status"] == "unhealthy" && details != "not probed yet").then_some(details)
     })
     .await;
+    eprintln!("untrusted Redis certificate: {details}");
     assert!(
         details.to_lowercase().contains("certificate"),
         "the reason names the certificate: {details}"
