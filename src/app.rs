@@ -218,6 +218,10 @@ impl Running {
     }
 }
 
+/// How long a reload waits for the new probes' first verdicts before serving
+/// them in `/health` anyway.
+const FIRST_PROBE_WAIT: Duration = Duration::from_secs(3);
+
 /// Re-reads the configuration from where it first came (the same flags and
 /// env, the file read again).
 pub type ConfigSource = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
@@ -426,10 +430,18 @@ async fn reload(
         parts.cache.set_memory_pressure(false);
         parts.cache.resize(parts.cache.configured_budget()).await;
     }
-    http.health.store(Arc::new(parts.health()));
+    let health = parts.health();
+    let running = parts.start();
+    // /health reads the new probes only once they have spoken, so a reload
+    // never flashes "not probed yet" (503) at a load balancer.
+    let (mut redis, mut chroma) = (health.redis.clone(), health.chroma.clone());
+    let _ = tokio::time::timeout(FIRST_PROBE_WAIT, async {
+        let _ = tokio::join!(redis.changed(), chroma.changed());
+    })
+    .await;
+    http.health.store(Arc::new(health));
     tls.store(next.web.security.tls.clone());
     auth.set_users(next.web.security.users.clone());
-    let running = parts.start();
     *config = next;
     families.metrics.last_reload_successful.set(1);
     tracing::info!("configuration reloaded");

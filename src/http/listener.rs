@@ -5,6 +5,10 @@
 //! in time. The TLS configuration is read per connection, so a reload that
 //! changes certificates, client CAs, or turns TLS on or off applies to the next
 //! connection without closing the socket.
+//!
+//! Open connections are capped: at the cap the listener stops accepting and
+//! the kernel's backlog holds newcomers, so a flood of clients costs a bounded
+//! amount of memory.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,12 +21,14 @@ use arc_swap::ArcSwapOption;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// Handshakes in progress at once; connections beyond are closed at once.
 const HANDSHAKES_MAX: usize = 64;
+/// Connections open at once (each holds a few kilobytes of buffers).
+const CONNECTIONS_MAX: usize = 1024;
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,8 +40,13 @@ const PLAIN_ON_TLS: &[u8] =
 /// The TLS settings the listener reads per connection; `None` is plain HTTP.
 pub(crate) type TlsSetting = Arc<ArcSwapOption<ServerConfig>>;
 
-/// A connection, plain or TLS.
-pub(crate) enum Conn {
+/// A connection, plain or TLS, holding its place under the cap.
+pub(crate) struct Conn {
+    stream: Stream,
+    _slot: OwnedSemaphorePermit,
+}
+
+enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -90,7 +101,11 @@ async fn accept_loop(
     sender: mpsc::Sender<(Conn, SocketAddr)>,
 ) {
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_MAX));
+    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
+        let Ok(slot) = connections.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
@@ -101,7 +116,11 @@ async fn accept_loop(
             }
         };
         let Some(config) = tls.load_full() else {
-            if sender.send((Conn::Plain(stream), peer)).await.is_err() {
+            let conn = Conn {
+                stream: Stream::Plain(stream),
+                _slot: slot,
+            };
+            if sender.send((conn, peer)).await.is_err() {
                 return;
             }
             continue;
@@ -115,7 +134,11 @@ async fn accept_loop(
             let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, config)).await {
                 Ok(Ok(stream)) => {
-                    let _ = sender.send((Conn::Tls(Box::new(stream)), peer)).await;
+                    let conn = Conn {
+                        stream: Stream::Tls(Box::new(stream)),
+                        _slot: slot,
+                    };
+                    let _ = sender.send((conn, peer)).await;
                 }
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -140,12 +163,12 @@ async fn handshake(
 
 macro_rules! both {
     ($self:ident, $stream:ident => $call:expr) => {
-        match $self.get_mut() {
-            Conn::Plain($stream) => {
+        match &mut $self.get_mut().stream {
+            Stream::Plain($stream) => {
                 let $stream = Pin::new($stream);
                 $call
             }
-            Conn::Tls($stream) => {
+            Stream::Tls($stream) => {
                 let $stream = Pin::new($stream.as_mut());
                 $call
             }
@@ -189,9 +212,9 @@ impl AsyncWrite for Conn {
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
+        match &self.stream {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
 }

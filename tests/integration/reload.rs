@@ -61,6 +61,14 @@ async fn post_reload_swaps_a_good_config_in_and_keeps_the_old_one_on_a_bad_one()
     let before_reload = app.metric(SCHEDULED).await.unwrap();
     let accepted = app.http.post(app.url("/-/reload")).send().await.unwrap();
     assert_eq!(accepted.status(), 200, "{}", accepted.text().await.unwrap());
+    let health = app
+        .http
+        .get(app.url("/health"))
+        .basic_auth("ops", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "no 503 flash after a reload");
 
     let anonymous = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(
