@@ -187,6 +187,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn htpasswd_style_2y_hashes_work() {
+        // htpasswd -B writes $2y$; the algorithm is the same as $2b$.
+        let hash = bcrypt::hash("pw", 4).unwrap().replacen("$2b$", "$2y$", 1);
+        let auth = BasicAuth::new(BTreeMap::from([("ops".to_owned(), hash)]));
+        assert!(auth.allows(&basic("ops", "pw")).await);
+        assert!(!auth.allows(&basic("ops", "pW")).await);
+    }
+
+    #[tokio::test]
     async fn no_users_means_no_auth() {
         assert!(BasicAuth::default().allows(&HeaderMap::new()).await);
     }

@@ -719,6 +719,16 @@ impl Daemon {
     }
 }
 
+impl Drop for Daemon {
+    /// A test that fails midway must not leave the daemon running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The built daemon binary, for tests of the process itself.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_llm-cache-exporter")

@@ -6,17 +6,37 @@ use std::time::Duration;
 use crate::helpers::{free_port, metric_value, poll, spawn_app, ChromaServer, Daemon, RedisServer};
 use crate::pki::Pki;
 
-/// The ACL the README documents, word for word after the user name.
-const ACL_RULES: &str = "on resetkeys ~llmcache:probe:* resetchannels -@all +@read +@write \
-                         +@transaction +@connection -@dangerous +info";
+/// The ACLs the README documents, word for word after the user name: by
+/// category, and as an explicit command list.
+const ACL_BY_CATEGORY: &str = "on resetkeys ~llmcache:probe:* resetchannels -@all +@read \
+                               +@write +@transaction +@connection -@dangerous +info";
+const ACL_BY_COMMAND: &str = "on resetkeys ~llmcache:probe:* resetchannels -@all +ping +info \
+                              +lrange +rpush +ltrim +pexpire +multi +exec +scan +unlink";
 const ACL_PASSWORD: &str = "acl-pa55:word/x";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_documented_least_privilege_acl_is_enough_and_the_password_never_leaks() {
+async fn the_documented_acl_by_category_is_enough_and_the_password_never_leaks() {
+    acl_is_enough(ACL_BY_CATEGORY).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_by_command_is_enough_and_the_password_never_leaks() {
+    acl_is_enough(ACL_BY_COMMAND).await;
+}
+
+async fn acl_is_enough(rules: &str) {
+    let documented = format!(
+        "ACL SETUSER llmcache {}",
+        rules.replacen("on ", "on >CHANGE-ME ", 1)
+    );
+    assert!(
+        include_str!("../../README.md").contains(&documented),
+        "the README documents exactly this ACL: {documented}"
+    );
     let redis = RedisServer::start();
     let chroma = ChromaServer::start();
     let mut setuser = vec!["ACL", "SETUSER", "llmcache"];
-    setuser.extend(ACL_RULES.split_whitespace());
+    setuser.extend(rules.split_whitespace());
     let password_rule = format!(">{ACL_PASSWORD}");
     setuser.push(&password_rule);
     assert_eq!(redis.cli(&setuser).trim(), "OK");
@@ -134,9 +154,10 @@ async fn rediss_with_a_private_ca_and_a_client_certificate() {
     let pki = Pki::new();
     let redis = tls_redis(&pki, "yes");
     let chroma = ChromaServer::start();
+    // By IP: the certificate's IP SAN must match, not just a DNS name.
     let app = spawn_app(&[
         "--redis.url".into(),
-        format!("rediss://localhost:{}", redis.port),
+        format!("rediss://127.0.0.1:{}", redis.port),
         "--redis.tls-ca-file".into(),
         pki.trusted.ca.display().to_string(),
         "--redis.tls-cert-file".into(),
