@@ -32,8 +32,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // One worker: the canary's work is a few operations a second, and on a
+    // busy host a second worker cost more in cross-thread wakeups than it
+    // bought (scripts/bench-workload.sh: 24.6 µs of CPU per operation with
+    // two, 19.3 µs with one). TOKIO_WORKER_THREADS overrides it.
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(1);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
     {

@@ -8,25 +8,27 @@
 //! its slot even when nothing is wrong; that much lateness is forgiven (see
 //! [`measured_from`]) and anything beyond it is counted. At most
 //! `workload.concurrency` operations are in flight; a tick that finds them all
-//! busy is counted as skipped, never queued.
+//! busy waits for a slot only within that same timer slack, and is otherwise
+//! counted as skipped, never queued.
 
 mod metrics;
 pub(crate) mod model;
 mod ops;
+mod pacer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use metrics::WorkloadMetrics;
 use model::{Model, Op, Operation};
 pub(crate) use ops::{OpError, Operations, Outcome};
+use pacer::Pacer;
 
 use crate::config::{Config, WorkloadConfig};
 
@@ -63,24 +65,24 @@ impl Workload {
     /// Runs the schedule until `cancel`, then waits (bounded) for the
     /// operations in flight.
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        let period = Duration::from_secs_f64(1.0 / self.config.rate);
-        let mut ticks = tokio::time::interval(period);
-        // Missed ticks fire at once, each measured from its own slot.
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let mut pacer = Pacer::new(self.config.rate, &cancel);
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
         let mut model = Model::new(&self.config);
         let mut running = JoinSet::new();
         loop {
             let tick = tokio::select! {
                 () = cancel.cancelled() => break,
-                tick = ticks.tick() => tick.into_std(),
+                tick = pacer.tick() => match tick {
+                    Some(tick) => tick,
+                    None => break,
+                },
             };
             while running.try_join_next().is_some() {}
             self.metrics.lag.set(tick.elapsed().as_secs_f64());
             self.metrics.scheduled.inc();
             // Drawn even when skipped, so the sequence depends only on the seed.
             let op = model.next_op();
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let Some(slot) = Self::slot(&slots, tick).await else {
                 self.metrics.skipped.inc();
                 continue;
             };
@@ -101,6 +103,26 @@ impl Workload {
             tracing::warn!("operations still in flight at shutdown were abandoned");
             running.abort_all();
         }
+    }
+
+    /// A free slot for the tick scheduled at `tick`, or `None` to skip it.
+    /// tokio's timer releases a millisecond's ticks together; a slot that an
+    /// operation frees within [`TIMER_SLACK`] of the tick is as good as one
+    /// free at the tick, so the tick waits that long (and no longer) before it
+    /// is skipped. Without this, the ticks of each burst beyond `concurrency`
+    /// were skipped while slots freed up microseconds later.
+    async fn slot(slots: &Arc<Semaphore>, tick: Instant) -> Option<OwnedSemaphorePermit> {
+        if let Ok(slot) = slots.clone().try_acquire_owned() {
+            return Some(slot);
+        }
+        let deadline = tick + TIMER_SLACK;
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::timeout_at(deadline.into(), slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Runs `op` and records its latency from `scheduled`.

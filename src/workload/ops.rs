@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::model::{normalize, Op};
 use crate::backends::chroma::{ChromaBackend, ChromaError, QueryHits};
 use crate::backends::redis::{RedisBackend, RedisError};
-use crate::backends::{ErrorKind, Request};
+use crate::backends::ErrorKind;
 use crate::cache::{CacheManager, ChatHistory, Lookup};
 use crate::config::Config;
 use crate::embeddings::{Embedder, EmbeddingError};
@@ -151,9 +151,7 @@ impl Operations {
     ) -> Result<(ChatHistory, Lookup), OpError> {
         let key = self.chat_key(session);
         let load = || async {
-            let mut cmd = redis::cmd("LRANGE");
-            cmd.arg(&key).arg(-self.history_limit).arg(-1);
-            let entries: Vec<String> = self.redis.command(Request::Lrange, &cmd).await?;
+            let entries = self.redis.lrange(&key, -self.history_limit, -1).await?;
             Ok::<ChatHistory, OpError>(entries.into())
         };
         self.cache.chat_history.get_or_load(&key, load).await
@@ -173,15 +171,9 @@ impl Operations {
             .map_or(0.0, |d| d.as_secs_f64());
         let entry = serde_json::to_string(&ChatEntry { role, content, ts })
             .map_err(|err| OpError::Refused(format!("cannot encode a chat entry: {err}")))?;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .rpush(&key, entry)
-            .ignore()
-            .ltrim(&key, -(self.history_limit as isize), -1)
-            .ignore()
-            .pexpire(&key, i64::try_from(self.key_ttl_ms).unwrap_or(i64::MAX))
-            .ignore();
-        self.redis.pipeline(Request::StoreEntry, &pipe).await?;
+        self.redis
+            .push_trimmed(&key, &entry, self.history_limit, self.key_ttl_ms)
+            .await?;
         self.cache.chat_history.invalidate(&key).await;
         Ok(())
     }

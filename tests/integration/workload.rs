@@ -21,10 +21,27 @@ fn count(text: &str, operation: &str, outcome: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schedule_holds_its_rate() {
+    schedule_holds(50.0, Duration::from_secs(10), "", 0.0).await;
+}
+
+/// Above 500/s the ticks come from the fine clock's thread, not tokio's
+/// interval; the rate must hold just the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_holds_a_high_rate_on_the_fine_clock() {
+    // Chat operations only: what is measured is the clock, not Chroma.
+    let chat_only = "[workload.mix]\nget_chat_history = 0.7\nstore_chat_entry = 0.3\n\
+                     query_similar_memories = 0.0\nstore_memory = 0.0\n";
+    schedule_holds(2000.0, Duration::from_secs(5), chat_only, 0.01).await;
+}
+
+/// The scheduled count over `window` is within ±5 % of `rate`, and at most
+/// `max_skipped` of the ticks were skipped.
+async fn schedule_holds(rate: f64, window: Duration, extra: &str, max_skipped: f64) {
     let redis = RedisServer::start();
     let chroma = ChromaServer::start();
-    let (app, _dir) = spawn_app_with_config(&redis, &chroma, "[workload]\nrate = 50.0\n").await;
-    app.wait_for_at_least("llmcache_workload_scheduled_total", 25.0, UP)
+    let config = format!("[workload]\nrate = {rate:?}\n{extra}");
+    let (app, _dir) = spawn_app_with_config(&redis, &chroma, &config).await;
+    app.wait_for_at_least("llmcache_workload_scheduled_total", rate / 2.0, UP)
         .await;
     let (start, first) = (
         Instant::now(),
@@ -32,22 +49,23 @@ async fn the_schedule_holds_its_rate() {
             .await
             .unwrap(),
     );
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(window).await;
     let (elapsed, last) = (
         start.elapsed(),
         app.metric("llmcache_workload_scheduled_total")
             .await
             .unwrap(),
     );
-    let expected = 50.0 * elapsed.as_secs_f64();
+    let expected = rate * elapsed.as_secs_f64();
     let scheduled = last - first;
     assert!(
         (scheduled - expected).abs() <= expected * 0.05,
         "{scheduled} scheduled in {elapsed:?}, expected {expected:.0} ±5 %"
     );
-    assert_eq!(
-        app.metric("llmcache_workload_skipped_total").await,
-        Some(0.0)
+    let skipped = app.metric("llmcache_workload_skipped_total").await.unwrap();
+    assert!(
+        skipped <= last * max_skipped,
+        "{skipped} of {last} ticks skipped at {rate}/s"
     );
 }
 

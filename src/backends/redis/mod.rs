@@ -1,21 +1,20 @@
-//! Redis: one lazily connected, self-reconnecting `ConnectionManager` with a
-//! timeout on every request, and the probe loop that PINGs, samples `INFO`, and
-//! publishes health, `backend_up{backend="redis"}` and the `llmcache_redis_*`
-//! gauges and counters.
+//! Redis: a small pooled client ([`client`], speaking [`resp`]) with a timeout
+//! on every request, the few commands the daemon sends, and the probe loop
+//! that PINGs, samples `INFO`, and publishes health,
+//! `backend_up{backend="redis"}` and the `llmcache_redis_*` gauges.
 //!
 //! Nothing here connects at construction, so a Redis that is down at start is
 //! reported down, not a startup failure.
 
+mod client;
 pub(crate) mod info;
+pub(crate) mod resp;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::FromRedisValue;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +25,8 @@ use super::{
 };
 use crate::config::{RedisConfig, Secret};
 use crate::metrics::{register_sampled, Sampled};
+use client::Client;
+use resp::{Commands, Reply};
 
 /// A failed Redis request. Messages never contain the password.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,32 +53,21 @@ impl RedisError {
         }
     }
 
-    fn from_redis(err: &redis::RedisError, password: Option<&Secret>) -> Self {
-        let message = err.to_string();
-        let message = match password {
-            Some(secret) => secret.scrub(&message),
-            None => message,
-        };
+    fn server(message: String, password: Option<&Secret>) -> Self {
         Self::Failed {
-            kind: classify(err),
-            message,
+            kind: ErrorKind::Server,
+            message: match password {
+                Some(secret) => secret.scrub(&message),
+                None => message,
+            },
         }
     }
-}
 
-fn classify(err: &redis::RedisError) -> ErrorKind {
-    use redis::ErrorKind as K;
-    if err.is_timeout() {
-        return ErrorKind::Timeout;
-    }
-    if err.is_io_error() || err.is_connection_refusal() || err.is_connection_dropped() {
-        return ErrorKind::Connection;
-    }
-    match err.kind() {
-        K::AuthenticationFailed => ErrorKind::Connection,
-        K::Parse | K::UnexpectedReturnType | K::RESP3NotSupported => ErrorKind::Protocol,
-        K::InvalidClientConfig | K::Client => ErrorKind::Validation,
-        _ => ErrorKind::Server,
+    fn unexpected(command: &str, reply: &Reply) -> Self {
+        Self::Failed {
+            kind: ErrorKind::Protocol,
+            message: format!("{command} answered {}", reply.describe()),
+        }
     }
 }
 
@@ -156,7 +146,7 @@ impl InfoSamples {
 
 /// The Redis client and its probe state.
 pub(crate) struct RedisBackend {
-    conn: ConnectionManager,
+    client: Client,
     timeout: Duration,
     password: Option<Secret>,
     /// `host:port`, for messages; never the URL, which may hold credentials.
@@ -174,28 +164,15 @@ impl RedisBackend {
         metrics: BackendMetrics,
         samples: InfoSamples,
     ) -> Result<Self, RedisError> {
-        let password = config.password.clone();
-        let client =
-            client(config).map_err(|err| RedisError::from_redis(&err, password.as_ref()))?;
-        // Every request is bounded by `command`'s own timeout (which also
-        // covers waiting for a reconnect), so no second per-request timer here.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(None)
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(100))
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|err| RedisError::from_redis(&err, password.as_ref()))?;
         let endpoint = format!(
             "{}:{}",
             config.url.host_str().unwrap_or("?"),
             config.url.port().unwrap_or(6379)
         );
         Ok(Self {
-            conn,
+            client: Client::new(config)?,
             timeout: config.timeout,
-            password,
+            password: config.password.clone(),
             endpoint,
             metrics,
             samples,
@@ -215,41 +192,105 @@ impl RedisBackend {
         self.info.subscribe()
     }
 
-    /// Runs one command with the request timeout, recording its latency.
-    pub(crate) async fn command<T: FromRedisValue>(
-        &self,
-        request: Request,
-        cmd: &redis::Cmd,
-    ) -> Result<T, RedisError> {
-        let mut conn = self.conn.clone();
-        self.timed(request, cmd.query_async::<T>(&mut conn)).await
-    }
-
-    /// Runs a pipeline (or `MULTI` transaction) whose replies are ignored.
-    pub(crate) async fn pipeline(
-        &self,
-        request: Request,
-        pipe: &redis::Pipeline,
-    ) -> Result<(), RedisError> {
-        let mut conn = self.conn.clone();
-        self.timed(request, pipe.query_async::<()>(&mut conn)).await
-    }
-
-    /// Bounds a request by `redis.timeout`, records its latency, and types its error.
-    async fn timed<T>(
-        &self,
-        request: Request,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, RedisError> {
+    /// Sends `commands` with the request timeout, recording the latency, and
+    /// returns one reply per command. An error reply from the first command
+    /// is returned as an error; later ones are the caller's to judge.
+    async fn call(&self, request: Request, commands: &Commands) -> Result<Vec<Reply>, RedisError> {
         let start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, call).await;
+        let result = tokio::time::timeout(self.timeout, self.client.send(commands)).await;
         self.metrics
             .observe(Backend::Redis, request, start.elapsed());
-        match result {
-            Err(_) => Err(RedisError::Timeout(self.timeout)),
-            Ok(result) => {
-                result.map_err(|err| RedisError::from_redis(&err, self.password.as_ref()))
+        let replies = match result {
+            Err(_) => return Err(RedisError::Timeout(self.timeout)),
+            Ok(Err(err)) => {
+                if err.kind() == ErrorKind::Connection {
+                    // The idle connections went the same way.
+                    self.client.reset();
+                }
+                return Err(err);
             }
+            Ok(Ok(replies)) => replies,
+        };
+        if let Some(Reply::Error(message)) = replies.first() {
+            return Err(RedisError::server(message.clone(), self.password.as_ref()));
+        }
+        Ok(replies)
+    }
+
+    /// One command, one reply.
+    async fn call_one(&self, request: Request, args: &[&[u8]]) -> Result<Reply, RedisError> {
+        let mut replies = self.call(request, &Commands::one(args)).await?;
+        Ok(replies.pop().unwrap_or(Reply::Bulk(None)))
+    }
+
+    /// `LRANGE key start stop`, as strings.
+    pub(crate) async fn lrange(
+        &self,
+        key: &str,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<String>, RedisError> {
+        let (start, stop) = (start.to_string(), stop.to_string());
+        let reply = self
+            .call_one(
+                Request::Lrange,
+                &[b"LRANGE", key.as_bytes(), start.as_bytes(), stop.as_bytes()],
+            )
+            .await?;
+        match reply {
+            Reply::Array(Some(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Reply::Bulk(Some(bytes)) => String::from_utf8(bytes)
+                        .map_err(|_| RedisError::unexpected("LRANGE", &Reply::Bulk(None))),
+                    other => Err(RedisError::unexpected("LRANGE", &other)),
+                })
+                .collect(),
+            Reply::Array(None) => Ok(Vec::new()),
+            other => Err(RedisError::unexpected("LRANGE", &other)),
+        }
+    }
+
+    /// `RPUSH` + `LTRIM` (keep the last `keep`) + `PEXPIRE` in one `MULTI`.
+    pub(crate) async fn push_trimmed(
+        &self,
+        key: &str,
+        value: &str,
+        keep: i64,
+        ttl_ms: u64,
+    ) -> Result<(), RedisError> {
+        let keep = (-keep).to_string();
+        let ttl = ttl_ms.to_string();
+        let key = key.as_bytes();
+        let mut commands = Commands::one(&[b"MULTI"]);
+        commands
+            .push(&[b"RPUSH", key, value.as_bytes()])
+            .push(&[b"LTRIM", key, keep.as_bytes(), b"-1"])
+            .push(&[b"PEXPIRE", key, ttl.as_bytes()])
+            .push(&[b"EXEC"]);
+        let replies = self.call(Request::StoreEntry, &commands).await?;
+        match replies.last() {
+            Some(Reply::Array(Some(results))) => {
+                match results.iter().find(|r| matches!(r, Reply::Error(_))) {
+                    Some(Reply::Error(message)) => {
+                        Err(RedisError::server(message.clone(), self.password.as_ref()))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            // EXECABORT: a command was refused while queueing; say which.
+            Some(Reply::Error(_)) => {
+                let refused = replies.iter().find_map(|r| match r {
+                    Reply::Error(message) => Some(message.clone()),
+                    _ => None,
+                });
+                Err(RedisError::server(
+                    refused.unwrap_or_default(),
+                    self.password.as_ref(),
+                ))
+            }
+            Some(other) => Err(RedisError::unexpected("EXEC", other)),
+            None => Err(RedisError::unexpected("EXEC", &Reply::Bulk(None))),
         }
     }
 
@@ -260,19 +301,29 @@ impl RedisBackend {
         let mut cursor = "0".to_owned();
         let mut removed = 0;
         loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(&cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500);
-            let (next, keys): (String, Vec<String>) = self.command(Request::Scan, &scan).await?;
+            let reply = self
+                .call_one(
+                    Request::Scan,
+                    &[
+                        b"SCAN",
+                        cursor.as_bytes(),
+                        b"MATCH",
+                        pattern.as_bytes(),
+                        b"COUNT",
+                        b"500",
+                    ],
+                )
+                .await?;
+            let (next, keys) = scan_page(reply)?;
             // SCAN's MATCH is the filter; this re-check is a second fence.
             let keys: Vec<String> = keys.into_iter().filter(|k| k.starts_with(prefix)).collect();
             if !keys.is_empty() {
-                let mut unlink = redis::cmd("UNLINK");
-                unlink.arg(&keys);
-                removed += self.command::<u64>(Request::Unlink, &unlink).await?;
+                let mut args: Vec<&[u8]> = vec![b"UNLINK"];
+                args.extend(keys.iter().map(|k| k.as_bytes()));
+                match self.call_one(Request::Unlink, &args).await? {
+                    Reply::Integer(n) => removed += u64::try_from(n).unwrap_or(0),
+                    other => return Err(RedisError::unexpected("UNLINK", &other)),
+                }
             }
             if next == "0" {
                 return Ok(removed);
@@ -293,10 +344,7 @@ impl RedisBackend {
     /// One probe: PING, then INFO. Returns whether Redis answered.
     pub(crate) async fn probe_once(&self) -> bool {
         let start = Instant::now();
-        if let Err(err) = self
-            .command::<String>(Request::Ping, &redis::cmd("PING"))
-            .await
-        {
+        if let Err(err) = self.call_one(Request::Ping, &[b"PING"]).await {
             self.metrics.set_up(Backend::Redis, false);
             self.samples.clear();
             self.info.send_replace(None);
@@ -309,10 +357,12 @@ impl RedisBackend {
         }
         let latency_ms = millis_since(start);
         self.metrics.set_up(Backend::Redis, true);
-        let health = match self
-            .command::<String>(Request::Info, &redis::cmd("INFO"))
-            .await
-        {
+        let info = match self.call_one(Request::Info, &[b"INFO"]).await {
+            Ok(Reply::Bulk(Some(bytes))) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Ok(other) => Err(RedisError::unexpected("INFO", &other)),
+            Err(err) => Err(err),
+        };
+        let health = match info {
             Ok(text) => {
                 let info = parse_info(&text);
                 self.samples.update(&info);
@@ -349,40 +399,23 @@ impl RedisBackend {
     }
 }
 
-/// A client for the URL with the password put back in, and TLS material for
-/// `rediss://`.
-fn client(config: &RedisConfig) -> redis::RedisResult<redis::Client> {
-    let mut url = config.url.clone();
-    if let Some(password) = &config.password {
-        // `set_password` percent-encodes; redis-rs decodes.
-        let _ = url.set_password(Some(password.expose()));
-    }
-    let custom_tls = config.tls_ca_file.is_some() || config.tls_cert_file.is_some();
-    if url.scheme() != "rediss" || !custom_tls {
-        return redis::Client::open(url.as_str());
-    }
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|err| {
-            redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "cannot read TLS file",
-                format!("{}: {err}", path.display()),
-            ))
+/// One `SCAN` page: the next cursor and the keys.
+fn scan_page(reply: Reply) -> Result<(String, Vec<String>), RedisError> {
+    let Reply::Array(Some(mut parts)) = reply else {
+        return Err(RedisError::unexpected("SCAN", &reply));
+    };
+    let (Some(Reply::Array(Some(keys))), Some(Reply::Bulk(Some(cursor)))) =
+        (parts.pop(), parts.pop())
+    else {
+        return Err(RedisError::unexpected("SCAN", &Reply::Array(Some(parts))));
+    };
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    let keys = keys
+        .into_iter()
+        .filter_map(|key| match key {
+            Reply::Bulk(Some(bytes)) => Some(text(bytes)),
+            _ => None,
         })
-    };
-    let root_cert = config.tls_ca_file.as_deref().map(read).transpose()?;
-    let client_tls = match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-            client_cert: read(cert)?,
-            client_key: read(key)?,
-        }),
-        _ => None,
-    };
-    redis::Client::build_with_tls(
-        url.as_str(),
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
+        .collect();
+    Ok((text(cursor), keys))
 }
