@@ -16,6 +16,7 @@ mod health;
 mod http;
 mod memory;
 mod metrics;
+mod pem;
 mod process;
 pub mod telemetry;
 mod workload;

@@ -20,11 +20,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 use serde::Deserialize;
+
+use crate::pem;
 
 /// What the web config file asks of the HTTP server.
 #[derive(Clone, Default)]
@@ -186,26 +186,9 @@ fn server_config(tls: &TlsFile, base: &Path) -> Result<ServerConfig, WebFileErro
         .ok_or_else(|| refuse("tls_server_config.key_file", "is required"))?;
     let cert_file = resolve(base, cert_file);
     let key_file = resolve(base, key_file);
-    let chain = CertificateDer::pem_file_iter(&cert_file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| {
-            refuse(
-                "tls_server_config.cert_file",
-                format!("{}: {err}", cert_file.display()),
-            )
-        })?;
-    if chain.is_empty() {
-        return Err(refuse(
-            "tls_server_config.cert_file",
-            format!("{}: no certificate in the file", cert_file.display()),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&key_file).map_err(|err| {
-        refuse(
-            "tls_server_config.key_file",
-            format!("{}: {err}", key_file.display()),
-        )
-    })?;
+    let chain =
+        pem::certificates(&cert_file).map_err(|m| refuse("tls_server_config.cert_file", m))?;
+    let key = pem::private_key(&key_file).map_err(|m| refuse("tls_server_config.key_file", m))?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -221,23 +204,8 @@ fn server_config(tls: &TlsFile, base: &Path) -> Result<ServerConfig, WebFileErro
                     format!("is required with client_auth_type {auth_type}"),
                 )
             })?;
-            let ca_file = resolve(base, ca_file);
-            let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(&ca_file)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|err| {
-                    refuse(
-                        "tls_server_config.client_ca_file",
-                        format!("{}: {err}", ca_file.display()),
-                    )
-                })?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(refuse(
-                    "tls_server_config.client_ca_file",
-                    format!("{}: no usable CA certificate", ca_file.display()),
-                ));
-            }
+            let roots = pem::roots(&resolve(base, ca_file))
+                .map_err(|m| refuse("tls_server_config.client_ca_file", m))?;
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let verifier = if required {

@@ -49,7 +49,7 @@ fn successes(text: &str, operation: &str) -> f64 {
 
 /// The daemon as a process (so its RSS is its own), with a small cache so
 /// the cache filling up is not mistaken for growth.
-fn start_daemon(redis: &RedisServer, chroma_url: &str, dir: &std::path::Path) -> Daemon {
+fn start_daemon(redis_url: &str, chroma_url: &str, dir: &std::path::Path) -> Daemon {
     let config = dir.join("config.toml");
     std::fs::write(
         &config,
@@ -59,7 +59,7 @@ fn start_daemon(redis: &RedisServer, chroma_url: &str, dir: &std::path::Path) ->
     Daemon::start(
         &[
             "--redis.url".into(),
-            redis.url(),
+            redis_url.into(),
             "--chroma.url".into(),
             chroma_url.into(),
             "--config.file".into(),
@@ -95,115 +95,115 @@ async fn warm_up(daemon: &Daemon) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_keeps_rss_flat_counts_errors_and_recovers() {
-    let mut redis = RedisServer::start();
+    let redis = std::cell::RefCell::new(RedisServer::start());
     let chroma = ChromaServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = start_daemon(&redis, &chroma.url(), dir.path());
-    let baseline = warm_up(&daemon).await;
-
-    redis.kill();
-    let growth = rss_growth_during_outage(&daemon, baseline).await;
-    let text = daemon.get("/metrics").await;
-    assert_eq!(
-        metric_value(&text, r#"llmcache_backend_up{backend="redis"}"#),
-        Some(0.0)
-    );
-    assert!(
-        errors(&text, "store_chat_entry", "connection") > 0.0,
-        "{text}"
-    );
-    let health = daemon.get("/health").await;
-    assert!(
-        health.contains("\"redis\":{\"status\":\"unhealthy\""),
-        "{health}"
-    );
-    assert!(
-        health.contains("\"chromadb\":{\"status\":\"healthy\""),
-        "{health}"
-    );
-
-    redis.restart();
-    let before = successes(&text, "store_chat_entry");
-    poll(
-        "Redis operations to succeed again",
-        Duration::from_secs(20),
-        || async {
-            let text = daemon.get("/metrics").await;
-            (metric_value(&text, r#"llmcache_backend_up{backend="redis"}"#) == Some(1.0)
-                && successes(&text, "store_chat_entry") > before)
-                .then_some(())
-        },
-    )
-    .await;
-    let logs = daemon.stop();
-    assert!(!logs.contains("panicked"), "{logs}");
-    eprintln!(
-        "RSS {:.1} MB before a {:?} Redis outage, grew at most {:.2} MB",
-        baseline / 1048576.0,
-        outage(),
-        growth / 1048576.0
-    );
-    assert!(
-        growth < RSS_GROWTH_MAX,
-        "RSS grew {:.1} MB during a {:?} Redis outage",
-        growth / 1048576.0,
-        outage()
-    );
+    let url = redis.borrow().url();
+    let outage = Outage {
+        down: "redis",
+        up: "chroma",
+        operation: "store_chat_entry",
+    };
+    outage
+        .run(
+            &url,
+            &chroma.url(),
+            || redis.borrow_mut().kill(),
+            || redis.borrow_mut().restart(),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chroma_outage_keeps_rss_flat_counts_errors_and_recovers() {
     let redis = RedisServer::start();
-    let mut chroma = ChromaServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = start_daemon(&redis, &chroma.url(), dir.path());
-    let baseline = warm_up(&daemon).await;
+    let chroma = std::cell::RefCell::new(ChromaServer::start());
+    let url = chroma.borrow().url();
+    let outage = Outage {
+        down: "chroma",
+        up: "redis",
+        operation: "store_memory",
+    };
+    outage
+        .run(
+            &redis.url(),
+            &url,
+            || chroma.borrow_mut().kill(),
+            || chroma.borrow_mut().restart(),
+        )
+        .await;
+}
 
-    chroma.kill();
-    let growth = rss_growth_during_outage(&daemon, baseline).await;
-    let text = daemon.get("/metrics").await;
-    assert_eq!(
-        metric_value(&text, r#"llmcache_backend_up{backend="chroma"}"#),
-        Some(0.0)
-    );
-    assert!(errors(&text, "store_memory", "connection") > 0.0, "{text}");
-    let health = daemon.get("/health").await;
-    assert!(
-        health.contains("\"chromadb\":{\"status\":\"unhealthy\""),
-        "{health}"
-    );
-    assert!(
-        health.contains("\"redis\":{\"status\":\"healthy\""),
-        "{health}"
-    );
+/// One backend down for [`outage()`] while the other stays up.
+struct Outage {
+    /// The `backend` label of the one taken down, and of the one left up.
+    down: &'static str,
+    up: &'static str,
+    /// An operation that needs the one taken down.
+    operation: &'static str,
+}
 
-    chroma.restart();
-    let before = successes(&text, "store_memory");
-    poll(
-        "Chroma operations to succeed again",
-        Duration::from_secs(30),
-        || async {
-            let text = daemon.get("/metrics").await;
-            (metric_value(&text, r#"llmcache_backend_up{backend="chroma"}"#) == Some(1.0)
-                && successes(&text, "store_memory") > before)
-                .then_some(())
-        },
-    )
-    .await;
-    let logs = daemon.stop();
-    assert!(!logs.contains("panicked"), "{logs}");
-    eprintln!(
-        "RSS {:.1} MB before a {:?} Chroma outage, grew at most {:.2} MB",
-        baseline / 1048576.0,
-        outage(),
-        growth / 1048576.0
-    );
-    assert!(
-        growth < RSS_GROWTH_MAX,
-        "RSS grew {:.1} MB during a {:?} Chroma outage",
-        growth / 1048576.0,
-        outage()
-    );
+impl Outage {
+    async fn run(
+        &self,
+        redis_url: &str,
+        chroma_url: &str,
+        kill: impl FnOnce(),
+        restart: impl FnOnce(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = start_daemon(redis_url, chroma_url, dir.path());
+        let baseline = warm_up(&daemon).await;
+        let health_key = |backend: &str| {
+            if backend == "chroma" {
+                "chromadb"
+            } else {
+                backend
+            }
+            .to_owned()
+        };
+
+        kill();
+        let growth = rss_growth_during_outage(&daemon, baseline).await;
+        let text = daemon.get("/metrics").await;
+        let up = |backend: &str| format!("llmcache_backend_up{{backend=\"{backend}\"}}");
+        assert_eq!(metric_value(&text, &up(self.down)), Some(0.0));
+        assert!(errors(&text, self.operation, "connection") > 0.0, "{text}");
+        let health = daemon.get("/health").await;
+        for (backend, status) in [(self.down, "unhealthy"), (self.up, "healthy")] {
+            let wanted = format!("\"{}\":{{\"status\":\"{status}\"", health_key(backend));
+            assert!(health.contains(&wanted), "{wanted} in {health}");
+        }
+
+        restart();
+        let before = successes(&text, self.operation);
+        poll(
+            &format!("{} succeeding again", self.operation),
+            Duration::from_secs(30),
+            || async {
+                let text = daemon.get("/metrics").await;
+                (metric_value(&text, &up(self.down)) == Some(1.0)
+                    && successes(&text, self.operation) > before)
+                    .then_some(())
+            },
+        )
+        .await;
+        let logs = daemon.stop();
+        assert!(!logs.contains("panicked"), "{logs}");
+        eprintln!(
+            "RSS {:.1} MB before a {:?} {} outage, grew at most {:.2} MB",
+            baseline / 1048576.0,
+            outage(),
+            self.down,
+            growth / 1048576.0
+        );
+        assert!(
+            growth < RSS_GROWTH_MAX,
+            "RSS grew {:.1} MB during a {:?} {} outage",
+            growth / 1048576.0,
+            outage(),
+            self.down
+        );
+    }
 }
 
 async fn wait_chroma(app: &TestApp, up: f64, details: &str) -> String {

@@ -15,8 +15,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -26,6 +25,7 @@ use super::resp::{self, Commands, Reply, REPLY_MAX};
 use super::RedisError;
 use crate::backends::{Backoff, ErrorKind};
 use crate::config::{RedisConfig, Secret};
+use crate::pem;
 
 /// Idle connections kept; more may be open while requests run.
 const IDLE_MAX: usize = 32;
@@ -170,25 +170,14 @@ fn protocol_error(message: impl Into<String>) -> RedisError {
 /// rustls settings for `rediss://`: the CA file or the system roots, and
 /// the client certificate if one is configured.
 fn tls_config(config: &RedisConfig) -> Result<rustls::ClientConfig, RedisError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &config.tls_ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|err| invalid(format!("{}: {err}", path.display())))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(invalid(format!(
-                    "{}: no usable CA certificate",
-                    path.display()
-                )));
-            }
-        }
+    let roots = match &config.tls_ca_file {
+        Some(path) => pem::roots(path).map_err(invalid)?,
         None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            roots
         }
-    }
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -196,11 +185,8 @@ fn tls_config(config: &RedisConfig) -> Result<rustls::ClientConfig, RedisError> 
         .with_root_certificates(roots);
     match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|err| invalid(format!("{}: {err}", cert.display())))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|err| invalid(format!("{}: {err}", key.display())))?;
+            let chain = pem::certificates(cert).map_err(invalid)?;
+            let key = pem::private_key(key).map_err(invalid)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|err| invalid(format!("the client certificate: {err}")))
