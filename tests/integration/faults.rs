@@ -347,3 +347,42 @@ async fn a_hanging_embeddings_endpoint_times_out_and_recovers() {
     assert_eq!(health["embeddings"]["status"], "healthy", "{health}");
     app.stop().await;
 }
+
+/// Production Redis often closes idle clients (`timeout 300`; here 1 s), as
+/// do proxies and NATs. The pooled connections that were closed while idle
+/// must be replaced quietly, not counted as errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_redis_closed_while_idle_are_replaced_without_errors() {
+    let redis = RedisServer::start_with(&["--timeout", "1"]);
+    let chroma = ChromaServer::start();
+    // One chat operation every 1.5 s (and a probe every 2 s): the pooled
+    // connection has always been idle longer than Redis's timeout.
+    let config = "[workload]\nrate = 0.67\n[workload.mix]\nget_chat_history = 0.5\n\
+                  store_chat_entry = 0.5\nquery_similar_memories = 0.0\nstore_memory = 0.0\n";
+    let (app, _dir) = crate::helpers::spawn_app_with_config(&redis, &chroma, config).await;
+    app.wait_backends_up().await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let text = app.metrics().await;
+    let done = successes(&text, "get_chat_history") + successes(&text, "store_chat_entry");
+    assert!(done >= 4.0, "{done} chat operations in 9 s:\n{text}");
+    for operation in ["get_chat_history", "store_chat_entry"] {
+        for kind in ["connection", "timeout", "protocol", "server"] {
+            assert_eq!(errors(&text, operation, kind), 0.0, "{operation} {kind}");
+        }
+    }
+    assert_eq!(
+        metric_value(&text, r#"llmcache_backend_up{backend="redis"}"#),
+        Some(1.0)
+    );
+    let clients = redis.cli(&["INFO", "stats"]);
+    let closed: u64 = clients
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        closed >= 3,
+        "Redis did close idle connections: {closed} connections received"
+    );
+    app.stop().await;
+}

@@ -98,13 +98,31 @@ impl Client {
 
     /// Sends `commands` on one connection and returns their replies, in order.
     /// Error replies are returned as [`Reply::Error`], not as `Err`.
+    ///
+    /// A pooled connection may have been closed while idle (by Redis's
+    /// `timeout`, a proxy or a NAT). If one fails before any byte of a reply
+    /// arrives, the server never read the commands, so they are sent once
+    /// more on a fresh connection instead of failing the request.
     pub(super) async fn send(&self, commands: &Commands) -> Result<Vec<Reply>, RedisError> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut connection = match idle {
-            Some(connection) => connection,
-            None => self.connect().await?,
+        let (connection, replies) = match idle {
+            Some(mut connection) => match connection.round_trip(commands).await {
+                Ok(replies) => (connection, replies),
+                Err(failure) if failure.unanswered => {
+                    // Its idle siblings are likely closed too.
+                    self.reset();
+                    let mut fresh = self.connect().await?;
+                    let replies = fresh.round_trip(commands).await.map_err(|f| f.error)?;
+                    (fresh, replies)
+                }
+                Err(failure) => return Err(failure.error),
+            },
+            None => {
+                let mut fresh = self.connect().await?;
+                let replies = fresh.round_trip(commands).await.map_err(|f| f.error)?;
+                (fresh, replies)
+            }
         };
-        let replies = connection.round_trip(commands).await?;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < IDLE_MAX {
             idle.push(connection);
@@ -195,6 +213,12 @@ fn tls_config(config: &RedisConfig) -> Result<rustls::ClientConfig, RedisError> 
     }
 }
 
+/// A failed round trip, and whether the server had answered any of it.
+struct Failure {
+    error: RedisError,
+    unanswered: bool,
+}
+
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -236,7 +260,7 @@ impl Connection {
             hello.push(&[b"SELECT", target.db.to_string().as_bytes()]);
         }
         if hello.count > 0 {
-            for reply in connection.round_trip(&hello).await? {
+            for reply in connection.round_trip(&hello).await.map_err(|f| f.error)? {
                 if let Reply::Error(message) = reply {
                     let message = match &target.password {
                         Some(secret) => secret.scrub(&message),
@@ -252,23 +276,31 @@ impl Connection {
         Ok(connection)
     }
 
-    async fn round_trip(&mut self, commands: &Commands) -> Result<Vec<Reply>, RedisError> {
+    async fn round_trip(&mut self, commands: &Commands) -> Result<Vec<Reply>, Failure> {
+        let unanswered = |error| Failure {
+            error,
+            unanswered: true,
+        };
         let written = match &mut self.stream {
             Stream::Plain(s) => write_all(s, &commands.bytes).await,
             Stream::Tls(s) => write_all(s.as_mut(), &commands.bytes).await,
         };
-        written.map_err(|err| connection_error("write", &err))?;
+        written.map_err(|err| unanswered(connection_error("write", &err)))?;
         let mut replies = Vec::with_capacity(commands.count);
         let mut parsed = 0;
         while replies.len() < commands.count {
-            match resp::parse(&self.read[parsed..]).map_err(|e| protocol_error(e.0))? {
+            let failure = |error| Failure {
+                unanswered: self.read.is_empty(),
+                error,
+            };
+            match resp::parse(&self.read[parsed..]).map_err(|e| failure(protocol_error(e.0)))? {
                 Some((reply, used)) => {
                     replies.push(reply);
                     parsed += used;
                 }
                 None => {
                     if self.read.len() > REPLY_MAX {
-                        return Err(protocol_error("a reply larger than 16 MiB"));
+                        return Err(failure(protocol_error("a reply larger than 16 MiB")));
                     }
                     if self.read.capacity() - self.read.len() < 4096 {
                         self.read.reserve(16 * 1024);
@@ -277,16 +309,16 @@ impl Connection {
                         Stream::Plain(s) => s.read_buf(&mut self.read).await,
                         Stream::Tls(s) => s.read_buf(&mut self.read).await,
                     };
-                    match read {
-                        Ok(0) => {
-                            return Err(RedisError::Failed {
-                                kind: ErrorKind::Connection,
-                                message: "the server closed the connection".into(),
-                            })
-                        }
-                        Ok(_) => {}
-                        Err(err) => return Err(connection_error("read", &err)),
-                    }
+                    let unanswered = self.read.is_empty();
+                    let error = match read {
+                        Ok(0) => RedisError::Failed {
+                            kind: ErrorKind::Connection,
+                            message: "the server closed the connection".into(),
+                        },
+                        Ok(_) => continue,
+                        Err(err) => connection_error("read", &err),
+                    };
+                    return Err(Failure { error, unanswered });
                 }
             }
         }
