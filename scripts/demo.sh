@@ -21,6 +21,11 @@ CHROMA_PORT="$(free_port)"
 PIDS=()
 cleanup() {
   trap - EXIT INT TERM
+  # The exporter first, so it can still remove its probe data from both.
+  if [ -n "${DAEMON_PID:-}" ]; then
+    kill "$DAEMON_PID" 2>/dev/null || true
+    wait "$DAEMON_PID" 2>/dev/null || true
+  fi
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   # A Redis restarted by hand (see the hint below) is ours too.
   redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
@@ -29,11 +34,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+# Redis and Chroma run in sessions of their own, so the Ctrl-C meant for the
+# exporter does not stop them before it has cleaned up; cleanup stops them.
+setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$DEMO/redis" --logfile "$DEMO/redis/redis.log" &
 PIDS+=($!)
 REDIS_PID=$!
-(chroma_run "$CHROMA_PORT" "$DEMO/chroma/data" >"$DEMO/chroma/chroma.log" 2>&1) &
+setsid bash -c '. scripts/lib.sh && chroma_run "$1" "$2"' chroma "$CHROMA_PORT" "$DEMO/chroma/data" \
+  >"$DEMO/chroma/chroma.log" 2>&1 &
 PIDS+=($!)
 wait_port "$REDIS_PORT" redis-server
 wait_port "$CHROMA_PORT" chroma
@@ -50,5 +58,5 @@ INFO
 "$BIN" "${LISTEN[@]}" \
   --redis.url "redis://127.0.0.1:$REDIS_PORT" \
   --chroma.url "http://127.0.0.1:$CHROMA_PORT" "$@" &
-PIDS+=($!)
-wait "${PIDS[-1]}"
+DAEMON_PID=$!
+wait "$DAEMON_PID"
