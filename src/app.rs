@@ -31,6 +31,7 @@ use crate::embeddings::Embedder;
 use crate::health::HealthSources;
 use crate::http::auth::BasicAuth;
 use crate::http::listener::{TlsSetting, WebListener};
+use crate::http::watch::watch_web_config;
 use crate::http::{router, HttpState, ReloadRequest};
 use crate::memory::{MemoryMetrics, MemoryMonitor};
 use crate::metrics::{register_sampled, Metrics, Sampled};
@@ -339,6 +340,16 @@ impl App {
                 .with_graceful_shutdown(stop_serving.clone().cancelled_owned())
                 .into_future(),
         );
+        if let Some(path) = self.config.web.config_file.clone() {
+            tokio::spawn(watch_web_config(
+                path,
+                self.config.web.security.files.clone(),
+                self.tls.clone(),
+                self.auth.clone(),
+                self.families.metrics.last_reload_successful.clone(),
+                stop_serving.clone(),
+            ));
+        }
         let mut running = self.parts.start();
         self.http.ready.store(true, Ordering::Relaxed);
         tracing::info!(

@@ -95,7 +95,10 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct WebConfig {
     pub(crate) listen_address: SocketAddr,
-    /// From `--web.config.file`, which has no TOML key.
+    /// `--web.config.file`, which has no TOML key.
+    #[serde(skip)]
+    pub(crate) config_file: Option<PathBuf>,
+    /// What that file says.
     #[serde(skip)]
     pub(crate) security: WebSecurity,
 }

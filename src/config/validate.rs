@@ -144,19 +144,15 @@ fn web(layers: &Layers<'_>) -> Result<WebConfig, ConfigError> {
         )
         .unwrap_or_else(|| ("0.0.0.0:9860".into(), "web.listen_address".into()));
     let listen_address = parse_listen_address(&text).map_err(|m| ConfigError::invalid(key, m))?;
-    let security = match &layers.cli.web_config_file {
+    let config_file = layers.cli.web_config_file.as_ref().map(PathBuf::from);
+    let security = match &config_file {
         None => WebSecurity::default(),
-        Some(path) => web_file::load(Path::new(path)).map_err(|err| {
-            let flag = origin(layers.matches, "web_config_file");
-            if err.key.is_empty() {
-                ConfigError::invalid(flag, err.message)
-            } else {
-                ConfigError::invalid(format!("{} (in {path}, from {flag})", err.key), err.message)
-            }
-        })?,
+        Some(path) => web_file::load(path)
+            .map_err(|err| err.blame(path, &origin(layers.matches, "web_config_file")))?,
     };
     Ok(WebConfig {
         listen_address,
+        config_file,
         security,
     })
 }

@@ -33,6 +33,8 @@ pub(crate) struct WebSecurity {
     pub(crate) tls: Option<Arc<ServerConfig>>,
     /// User name to bcrypt hash; no authentication when empty.
     pub(crate) users: BTreeMap<String, String>,
+    /// The web config file and every file it names, for the watcher.
+    pub(crate) files: Vec<PathBuf>,
 }
 
 impl fmt::Debug for WebSecurity {
@@ -81,6 +83,28 @@ pub(super) struct WebFileError {
     pub(super) message: String,
 }
 
+impl WebFileError {
+    /// As a configuration error that names the key, the file and the flag.
+    pub(super) fn blame(self, path: &Path, flag: &str) -> super::ConfigError {
+        if self.key.is_empty() {
+            super::ConfigError::invalid(flag, self.message)
+        } else {
+            super::ConfigError::invalid(
+                format!("{} (in {}, from {flag})", self.key, path.display()),
+                self.message,
+            )
+        }
+    }
+}
+
+impl WebSecurity {
+    /// Reads `path` again, as the watcher does when it or a file it names
+    /// changes.
+    pub(crate) fn reload(path: &Path) -> Result<Self, super::ConfigError> {
+        load(path).map_err(|err| err.blame(path, "--web.config.file"))
+    }
+}
+
 fn refuse(key: &str, message: impl Into<String>) -> WebFileError {
     WebFileError {
         key: key.to_owned(),
@@ -111,6 +135,15 @@ pub(super) fn load(path: &Path) -> Result<WebSecurity, WebFileError> {
         })?;
     }
     let base = path.parent().unwrap_or(Path::new("."));
+    let mut files = vec![path.to_owned()];
+    if let Some(tls) = &file.tls_server_config {
+        files.extend(
+            [&tls.cert_file, &tls.key_file, &tls.client_ca_file]
+                .into_iter()
+                .flatten()
+                .map(|named| resolve(base, named)),
+        );
+    }
     let tls = file
         .tls_server_config
         .map(|tls| server_config(&tls, base).map(Arc::new))
@@ -118,6 +151,7 @@ pub(super) fn load(path: &Path) -> Result<WebSecurity, WebFileError> {
     Ok(WebSecurity {
         tls,
         users: file.basic_auth_users,
+        files,
     })
 }
 

@@ -5,6 +5,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod listener;
+pub(crate) mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

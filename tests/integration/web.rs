@@ -209,3 +209,78 @@ fn a_bad_web_config_fails_at_start_naming_the_key() {
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     }
 }
+
+/// As with exporter-toolkit, a renewed certificate or a changed user list is
+/// served without a reload; a change that does not load keeps the running
+/// settings and shows in `llmcache_config_last_reload_successful`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_and_user_changes_on_disk_apply_without_a_reload() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let install = |leaf: &Leaf| {
+        std::fs::copy(&leaf.cert, &cert).unwrap();
+        std::fs::copy(&leaf.key, &key).unwrap();
+    };
+    let users = |password: &str| {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        // Relative paths: resolved against the web config's directory.
+        format!("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\nbasic_auth_users:\n  alice: '{hash}'\n")
+    };
+    install(&pki.trusted.server);
+    let web_config = write_web_config(dir.path(), &users("one"));
+    let (app, _redis, _chroma) = spawn_with_web_config(&web_config).await;
+    let url = format!("https://localhost:{}/metrics", app.addr.port());
+    let old_ca = https_client(&pki.trusted.ca, None);
+    let new_ca = https_client(&pki.untrusted.ca, None);
+    let status = |client: &reqwest::Client, password: &str| {
+        let request = client.get(&url).basic_auth("alice", Some(password));
+        async move { request.send().await.map(|r| r.status().as_u16()).ok() }
+    };
+    assert_eq!(status(&old_ca, "one").await, Some(200));
+
+    // Renewal: a certificate from another CA, and a new password.
+    install(&pki.untrusted.server);
+    write_web_config(dir.path(), &users("two"));
+    poll(
+        "the renewed certificate served",
+        Duration::from_secs(15),
+        || async { (status(&new_ca, "two").await == Some(200)).then_some(()) },
+    )
+    .await;
+    // A new connection: one opened before the renewal lives on, as in any server.
+    let old_ca = https_client(&pki.trusted.ca, None);
+    assert_eq!(
+        status(&old_ca, "two").await,
+        None,
+        "the old certificate is gone"
+    );
+    assert_eq!(
+        status(&new_ca, "one").await,
+        Some(401),
+        "the old password is gone"
+    );
+
+    // A broken change keeps the running settings.
+    write_web_config(dir.path(), "basic_auth_users:\n  alice: not-a-hash\n");
+    let reload_ok = || async {
+        let text = new_ca
+            .get(&url)
+            .basic_auth("alice", Some("two"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        crate::helpers::metric_value(&text, "llmcache_config_last_reload_successful")
+    };
+    poll(
+        "the refused change counted",
+        Duration::from_secs(15),
+        || async { (reload_ok().await == Some(0.0)).then_some(()) },
+    )
+    .await;
+    assert_eq!(status(&new_ca, "two").await, Some(200));
+    app.stop().await;
+}
