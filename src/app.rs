@@ -395,8 +395,8 @@ impl App {
 
 /// Reads the configuration again and, if it is valid and builds, stops the
 /// running generation and starts the new one. Otherwise the running one keeps
-/// going untouched. The listener, the metric families and (when `[cache]` is
-/// unchanged) the cache survive.
+/// going untouched. The listener, the metric families and (when nothing it
+/// holds has changed meaning) the cache survive.
 async fn reload(
     running: Running,
     config: &mut Config,
@@ -415,7 +415,7 @@ async fn reload(
         Ok(next) => next,
         Err(err) => return (running, refused(err.to_string())),
     };
-    let keep_cache = (next.cache == config.cache).then(|| running.cache.clone());
+    let keep_cache = cache_still_valid(config, &next).then(|| running.cache.clone());
     let parts = match Parts::build(&next, families, keep_cache) {
         Ok(parts) => parts,
         Err(err) => return (running, refused(format!("{err:#}"))),
@@ -459,6 +459,16 @@ async fn reload(
     (running, Ok(()))
 }
 
+/// Whether what the cache holds is still what the new configuration would
+/// load: same cache settings, same embedder, same history length, same
+/// backends and keys.
+fn cache_still_valid(old: &Config, new: &Config) -> bool {
+    old.cache == new.cache
+        && old.embeddings == new.embeddings
+        && old.workload.history_limit == new.workload.history_limit
+        && !moved_targets(old, new)
+}
+
 /// Whether the probe's keys or collection live somewhere else now.
 fn moved_targets(old: &Config, new: &Config) -> bool {
     old.redis.url != new.redis.url
@@ -467,4 +477,39 @@ fn moved_targets(old: &Config, new: &Config) -> bool {
         || old.chroma.tenant != new.chroma.tenant
         || old.chroma.database != new.chroma.database
         || old.chroma.collection != new.chroma.collection
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(flags: &[&str]) -> Config {
+        let mut args = vec!["llm-cache-exporter"];
+        args.extend(flags);
+        Config::from_args(args).unwrap().config
+    }
+
+    #[test]
+    fn the_cache_survives_a_reload_only_if_what_it_holds_still_means_the_same() {
+        let base = config(&[]);
+        assert!(cache_still_valid(&base, &config(&["--log.level", "debug"])));
+        for changed in [
+            config(&["--redis.url", "redis://elsewhere:6379"]),
+            config(&["--chroma.url", "http://elsewhere:8000"]),
+        ] {
+            assert!(!cache_still_valid(&base, &changed));
+        }
+        let mut history = base.clone();
+        history.workload.history_limit += 1;
+        assert!(!cache_still_valid(&base, &history));
+        let mut dimensions = base.clone();
+        dimensions.embeddings.dimensions += 1;
+        assert!(!cache_still_valid(&base, &dimensions));
+        let mut ttl = base.clone();
+        ttl.cache.chat_history.ttl += Duration::from_secs(1);
+        assert!(!cache_still_valid(&base, &ttl));
+        let mut rate = base.clone();
+        rate.workload.rate *= 2.0;
+        assert!(cache_still_valid(&base, &rate));
+    }
 }

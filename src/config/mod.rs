@@ -172,7 +172,7 @@ pub(crate) enum LogFormat {
 }
 
 /// `[embeddings]`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct EmbeddingsConfig {
     #[serde(flatten)]
     pub(crate) provider: EmbeddingsProvider,
@@ -182,7 +182,7 @@ pub(crate) struct EmbeddingsConfig {
 }
 
 /// Where embeddings come from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
 pub(crate) enum EmbeddingsProvider {
     /// The built-in deterministic feature-hashing embedder.
