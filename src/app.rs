@@ -436,11 +436,6 @@ async fn reload(
         // Data the old configuration wrote where the new one will not look.
         old.cleanup().await;
     }
-    if Arc::ptr_eq(&old.cache, &parts.cache) {
-        // The new memory monitor starts without pressure; so must the pool.
-        parts.cache.set_memory_pressure(false);
-        parts.cache.resize(parts.cache.configured_budget()).await;
-    }
     let health = parts.health();
     let running = parts.start();
     // /health reads the new probes only once they have spoken, so a reload

@@ -243,6 +243,19 @@ pub(crate) async fn probe_loop<F, Fut>(
     }
 }
 
+/// An error and its causes on one line: reqwest's own message alone rarely
+/// says why ("error sending request").
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Milliseconds since `start`, for `latency_ms`.
 pub(crate) fn millis_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0

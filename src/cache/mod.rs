@@ -166,6 +166,11 @@ impl CacheManager {
         tracing::info!(previous, budget, used, "memory pool resized");
     }
 
+    /// Whether the pool is running shrunk for memory pressure.
+    pub(crate) fn memory_pressure(&self) -> bool {
+        self.memory_pressure.load(Ordering::Relaxed)
+    }
+
     /// Records whether the memory monitor sees pressure (for `/health`).
     pub(crate) fn set_memory_pressure(&self, pressure: bool) {
         self.memory_pressure.store(pressure, Ordering::Relaxed);
@@ -212,7 +217,7 @@ impl CacheManager {
             hit_rate: format_hit_rate(hits, misses),
             cache_size: u64::try_from(entries).unwrap_or(0),
             memory_usage_mb: self.families.pool_used.get() as f64 / (1024.0 * 1024.0),
-            memory_pressure: self.memory_pressure.load(Ordering::Relaxed),
+            memory_pressure: self.memory_pressure(),
         }
     }
 }

@@ -351,13 +351,21 @@ async fn shrinking_and_growing_the_pool_takes_effect() {
         &config.cache,
         CacheFamilies::register(&mut Registry::default()),
     );
-    for k in 0..2000 {
-        manager
-            .embeddings
-            .get_or_load(&format!("t{k}"), || async { Ok::<_, Fail>(vector(64)) })
-            .await
-            .unwrap();
-    }
+    let fill = |prefix: &'static str| {
+        let manager = &manager;
+        async move {
+            for k in 0..2000 {
+                manager
+                    .embeddings
+                    .get_or_load(&format!("{prefix}{k}"), || async {
+                        Ok::<_, Fail>(vector(64))
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    fill("t").await;
     let before = manager.maintain().await;
     assert!(
         before > 256 * 1024,
@@ -373,13 +381,7 @@ async fn shrinking_and_growing_the_pool_takes_effect() {
     assert!(used > 0, "a shrink keeps what fits");
 
     manager.resize(manager.configured_budget()).await;
-    for k in 0..2000 {
-        manager
-            .embeddings
-            .get_or_load(&format!("u{k}"), || async { Ok::<_, Fail>(vector(64)) })
-            .await
-            .unwrap();
-    }
+    fill("u").await;
     let regrown = manager.maintain().await;
     assert!(
         regrown > 128 * 1024,

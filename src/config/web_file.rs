@@ -33,7 +33,7 @@ pub(crate) struct WebSecurity {
     pub(crate) tls: Option<Arc<ServerConfig>>,
     /// User name to bcrypt hash; no authentication when empty.
     pub(crate) users: BTreeMap<String, String>,
-    /// The web config file and every file it names, for the watcher.
+    /// The certificate, key and CA files it names, for the watcher.
     pub(crate) files: Vec<PathBuf>,
 }
 
@@ -135,15 +135,13 @@ pub(super) fn load(path: &Path) -> Result<WebSecurity, WebFileError> {
         })?;
     }
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut files = vec![path.to_owned()];
-    if let Some(tls) = &file.tls_server_config {
-        files.extend(
-            [&tls.cert_file, &tls.key_file, &tls.client_ca_file]
-                .into_iter()
-                .flatten()
-                .map(|named| resolve(base, named)),
-        );
-    }
+    let files = file
+        .tls_server_config
+        .iter()
+        .flat_map(|tls| [&tls.cert_file, &tls.key_file, &tls.client_ca_file])
+        .flatten()
+        .map(|named| resolve(base, named))
+        .collect();
     let tls = file
         .tls_server_config
         .map(|tls| server_config(&tls, base).map(Arc::new))

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use url::Url;
 
 use crate::backends::{
-    millis_since, Backend, BackendMetrics, ComponentHealth, ErrorKind, Request, Status,
+    error_chain, millis_since, Backend, BackendMetrics, ComponentHealth, ErrorKind, Request, Status,
 };
 use crate::config::{EmbeddingsConfig, EmbeddingsProvider};
 
@@ -200,13 +200,7 @@ impl Embedder {
                 text.chars().take(200).collect::<String>()
             )));
         }
-        let parsed: EmbeddingsResponse = response.json().await.map_err(|err| {
-            if err.is_timeout() {
-                EmbeddingError::Timeout
-            } else {
-                EmbeddingError::Protocol(err.without_url().to_string())
-            }
-        })?;
+        let parsed: EmbeddingsResponse = response.json().await.map_err(from_reqwest)?;
         let vector = parsed
             .data
             .into_iter()
@@ -224,11 +218,15 @@ impl Embedder {
     }
 }
 
+/// As the Chroma client classifies them: a body that does not decode is the
+/// server's answer (`protocol`); anything else is the connection.
 fn from_reqwest(err: reqwest::Error) -> EmbeddingError {
     let err = err.without_url();
     if err.is_timeout() {
         EmbeddingError::Timeout
+    } else if err.is_decode() || err.is_body() {
+        EmbeddingError::Protocol(error_chain(&err))
     } else {
-        EmbeddingError::Connection(err.to_string())
+        EmbeddingError::Connection(error_chain(&err))
     }
 }

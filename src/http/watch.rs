@@ -5,7 +5,7 @@
 //! [`WATCH_INTERVAL`]; a change that does not load is logged, counted in
 //! `llmcache_config_last_reload_successful`, and the running settings stay.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,9 +21,10 @@ pub(crate) const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// What the running settings were loaded from.
 type Fingerprint = Vec<Option<(SystemTime, u64)>>;
 
-fn fingerprint(files: &[PathBuf]) -> Fingerprint {
-    files
-        .iter()
+/// The web config file's and the named files' sizes and times.
+fn fingerprint(path: &Path, files: &[PathBuf]) -> Fingerprint {
+    std::iter::once(path)
+        .chain(files.iter().map(PathBuf::as_path))
         .map(|file| {
             let meta = std::fs::metadata(file).ok()?;
             Some((meta.modified().ok()?, meta.len()))
@@ -31,7 +32,8 @@ fn fingerprint(files: &[PathBuf]) -> Fingerprint {
         .collect()
 }
 
-/// Watches until `cancel`, starting from the settings loaded from `files`.
+/// Watches until `cancel`, starting from the settings loaded from `path`,
+/// which named `files`.
 pub(crate) async fn watch_web_config(
     path: PathBuf,
     mut files: Vec<PathBuf>,
@@ -40,13 +42,13 @@ pub(crate) async fn watch_web_config(
     reload_ok: Gauge,
     cancel: CancellationToken,
 ) {
-    let mut seen = fingerprint(&files);
+    let mut seen = fingerprint(&path, &files);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(WATCH_INTERVAL) => {}
         }
-        let now = fingerprint(&files);
+        let now = fingerprint(&path, &files);
         if now == seen {
             continue;
         }
@@ -58,7 +60,7 @@ pub(crate) async fn watch_web_config(
                 tls.store(security.tls.clone());
                 auth.set_users(security.users.clone());
                 files = security.files;
-                seen = fingerprint(&files);
+                seen = fingerprint(&path, &files);
                 reload_ok.set(1);
                 tracing::info!(file = %path.display(), "web config reloaded");
             }

@@ -200,7 +200,10 @@ impl MemoryMonitor {
     pub(crate) async fn run(self, cancel: CancellationToken) {
         let rules = self.rules();
         let mut verdicts = [Verdict::default(); 4];
-        let mut overall = false;
+        // The pool may have been shrunk by a monitor before this one (a
+        // reload keeps the cache); start from what it is, so the first
+        // verdict restores it if this monitor sees no pressure.
+        let mut overall = self.cache.memory_pressure();
         loop {
             let sample = self.sample();
             let now = Instant::now();
@@ -210,23 +213,13 @@ impl MemoryMonitor {
                 .enumerate()
             {
                 if let Some(pressured) = verdicts[i].update(&rules[i], values[i], now) {
-                    let value = values[i].unwrap_or(f64::NAN);
-                    let threshold = rules[i].threshold;
-                    if pressured {
-                        tracing::warn!(
-                            scope = scope.as_str(),
-                            value,
-                            threshold,
-                            "memory pressure entered"
-                        );
-                    } else {
-                        tracing::warn!(
-                            scope = scope.as_str(),
-                            value,
-                            threshold,
-                            "memory pressure cleared"
-                        );
-                    }
+                    let change = if pressured { "entered" } else { "cleared" };
+                    tracing::warn!(
+                        scope = scope.as_str(),
+                        value = values[i].unwrap_or(f64::NAN),
+                        threshold = rules[i].threshold,
+                        "memory pressure {change}"
+                    );
                 }
                 self.metrics
                     .pressure
@@ -274,29 +267,15 @@ impl MemoryMonitor {
         } else {
             configured
         };
-        let host_available_ratio = sample.host.unwrap_or(f64::NAN);
-        let cgroup_usage_ratio = sample.cgroup.unwrap_or(f64::NAN);
-        let psi_some_avg10 = sample.psi.unwrap_or(f64::NAN);
-        let redis_used_ratio = sample.redis.unwrap_or(f64::NAN);
-        if pressured {
-            tracing::warn!(
-                budget,
-                host_available_ratio,
-                cgroup_usage_ratio,
-                psi_some_avg10,
-                redis_used_ratio,
-                "shrinking the cache pool"
-            );
-        } else {
-            tracing::warn!(
-                budget,
-                host_available_ratio,
-                cgroup_usage_ratio,
-                psi_some_avg10,
-                redis_used_ratio,
-                "restoring the cache pool"
-            );
-        }
+        let action = if pressured { "shrinking" } else { "restoring" };
+        tracing::warn!(
+            budget,
+            host_available_ratio = sample.host.unwrap_or(f64::NAN),
+            cgroup_usage_ratio = sample.cgroup.unwrap_or(f64::NAN),
+            psi_some_avg10 = sample.psi.unwrap_or(f64::NAN),
+            redis_used_ratio = sample.redis.unwrap_or(f64::NAN),
+            "{action} the cache pool"
+        );
         self.cache.set_memory_pressure(pressured);
         self.cache.resize(budget).await;
     }

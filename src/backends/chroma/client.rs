@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::backends::{Backend, BackendMetrics, ErrorKind, Request};
+use crate::backends::{error_chain, Backend, BackendMetrics, ErrorKind, Request};
 use crate::config::{ChromaConfig, TokenHeader};
 
 /// A failed Chroma call.
@@ -76,19 +76,6 @@ impl ChromaError {
             Self::Connection(error_chain(&err))
         }
     }
-}
-
-/// An error and its causes on one line: reqwest's own message alone rarely
-/// says why ("error sending request").
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A collection as the v2 API describes it (the fields we use).
