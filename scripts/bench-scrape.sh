@@ -15,18 +15,12 @@ BIN=target/release/llm-cache-exporter
 SECONDS_STORM="${SECONDS_STORM:-10}"
 CONCURRENCY="${CONCURRENCY:-32}"
 
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
-
+scratch_begin
 REDIS_PORT="$(free_port)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
-PIDS+=($!)
+redis_scratch "$REDIS_PORT"
 CHROMA_PORT="$(free_port)"
 (chroma_run "$CHROMA_PORT" "$WORK/chroma" >"$WORK/chroma.log" 2>&1) &
 PIDS+=($!)
-wait_port "$REDIS_PORT" redis-server
 wait_port "$CHROMA_PORT" chroma
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -14,15 +14,10 @@ cargo build --release --locked --quiet
 BIN=target/release/llm-cache-exporter
 SECONDS_MEASURED="${SECONDS_MEASURED:-5}"
 
-WORK="$(mktemp -d)"
+scratch_begin
 PORT="$(free_port)"
 WEB="$(free_port)"
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
-redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
-PIDS+=($!)
-wait_port "$PORT" redis-server
+redis_scratch "$PORT"
 
 python3 - "$WORK/fill.txt" <<'PY'
 import sys

@@ -59,3 +59,26 @@ wait_port() {
   echo "$2 did not start listening on port $1" >&2
   return 1
 }
+
+# scratch_begin makes $WORK, a temp dir, and on exit kills every pid in
+# PIDS and removes $WORK. For the bench scripts.
+scratch_begin() {
+  WORK="$(mktemp -d)"
+  PIDS=()
+  trap scratch_end EXIT INT TERM
+}
+
+scratch_end() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+
+# redis_scratch PORT starts a throwaway redis-server on PORT, without
+# persistence, in $WORK, and waits for it.
+redis_scratch() {
+  redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$WORK" --logfile "$WORK/redis-$1.log" &
+  PIDS+=($!)
+  wait_port "$1" redis-server
+}

@@ -5,17 +5,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::helpers::{metric_value, poll, spawn_app, ChromaServer, Daemon, RedisServer, TestApp};
+use crate::helpers::{
+    metric_value, poll, spawn_app, write_file, ChromaServer, Daemon, RedisServer, TestApp,
+};
 use crate::ingress::Ingress;
 use crate::pki::Pki;
 
 const TOKEN: &str = "ck-9f8e7d6c5b4a";
-
-fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_chroma_token_over_https_with_a_private_ca() {
@@ -30,11 +26,11 @@ async fn x_chroma_token_over_https_with_a_private_ca() {
         "--chroma.url".into(),
         ingress.url(),
         "--chroma.token-file".into(),
-        write(dir.path(), "token", &format!("{TOKEN}\n")),
+        write_file(dir.path(), "token", &format!("{TOKEN}\n")),
         "--chroma.tls-ca-file".into(),
         pki.trusted.ca.display().to_string(),
         "--config.file".into(),
-        write(dir.path(), "config.toml", "[workload]\nrate = 50.0\n"),
+        write_file(dir.path(), "config.toml", "[workload]\nrate = 50.0\n"),
     ];
     let daemon = Daemon::start(&args, dir.path());
     let text = poll(
@@ -113,11 +109,11 @@ async fn authorization_bearer_when_configured() {
         &redis,
         &[
             "--chroma.token-file".into(),
-            write(dir.path(), "token", TOKEN),
+            write_file(dir.path(), "token", TOKEN),
             "--chroma.tls-ca-file".into(),
             pki.trusted.ca.display().to_string(),
             "--config.file".into(),
-            write(
+            write_file(
                 dir.path(),
                 "config.toml",
                 "[chroma]\ntoken_header = \"authorization\"\n",
@@ -139,12 +135,12 @@ async fn a_wrong_token_or_an_untrusted_certificate_is_down_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         (
-            write(dir.path(), "wrong", "not-the-token"),
+            write_file(dir.path(), "wrong", "not-the-token"),
             pki.trusted.ca.display().to_string(),
             "401",
         ),
         (
-            write(dir.path(), "right", TOKEN),
+            write_file(dir.path(), "right", TOKEN),
             pki.untrusted.ca.display().to_string(),
             "certificate",
         ),

@@ -115,32 +115,11 @@ async fn rules_and_dashboard_work_against_a_real_prometheus() {
 
     // Killing Redis makes the backend-down expression true, and the alert pends.
     redis.kill();
-    poll(
-        "LLMCacheBackendDown's expression for redis",
-        Duration::from_secs(30),
-        || async {
-            let result = prometheus
-                .query(r#"llmcache_backend_up{backend="redis"} == 0"#)
-                .await;
-            result
-                .as_array()
-                .is_some_and(|r| !r.is_empty())
-                .then_some(())
-        },
-    )
-    .await;
-    poll(
-        "LLMCacheBackendDown pending",
-        Duration::from_secs(30),
-        || async {
-            let result = prometheus
-                .query(r#"ALERTS{alertname="LLMCacheBackendDown",backend="redis"}"#)
-                .await;
-            result
-                .as_array()
-                .is_some_and(|r| !r.is_empty())
-                .then_some(())
-        },
-    )
-    .await;
+    // LLMCacheBackendDown's expression for redis, then the alert pending.
+    prometheus
+        .wait_for_any(r#"llmcache_backend_up{backend="redis"} == 0"#)
+        .await;
+    prometheus
+        .wait_for_any(r#"ALERTS{alertname="LLMCacheBackendDown",backend="redis"}"#)
+        .await;
 }

@@ -447,21 +447,36 @@ impl PrometheusServer {
 
     /// Runs an instant query; returns the `data.result` array.
     pub async fn query(&self, expr: &str) -> serde_json::Value {
-        let url = url::Url::parse_with_params(
-            &format!("http://127.0.0.1:{}/api/v1/query", self.port),
-            &[("query", expr)],
-        )
-        .expect("query URL");
-        let body: serde_json::Value = reqwest::Client::new()
-            .get(url)
-            .send()
-            .await
-            .expect("prometheus query")
-            .json()
-            .await
-            .expect("prometheus answer");
+        let body = self.try_query(expr).await;
         assert_eq!(body["status"], "success", "query {expr} failed: {body}");
         body["data"]["result"].clone()
+    }
+
+    /// Waits until `expr`'s first sample has the value `wanted` (as Prometheus
+    /// prints it, e.g. `"1"`).
+    pub async fn wait_for_value(&self, expr: &str, wanted: &str) {
+        poll(
+            &format!("{expr} = {wanted}"),
+            Duration::from_secs(30),
+            || async { (self.query(expr).await[0]["value"][1] == wanted).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Waits until `expr` returns any series.
+    pub async fn wait_for_any(&self, expr: &str) {
+        poll(
+            &format!("any result for {expr}"),
+            Duration::from_secs(30),
+            || async {
+                let result = self.query(expr).await;
+                result
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty())
+                    .then_some(())
+            },
+        )
+        .await;
     }
 }
 
@@ -727,6 +742,13 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Writes `text` to `dir/name`; returns the path, as a flag value.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("test file");
+    path.display().to_string()
 }
 
 /// The built daemon binary, for tests of the process itself.

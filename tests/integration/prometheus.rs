@@ -33,15 +33,10 @@ async fn prometheus_scrapes_the_daemon_and_stores_its_series() {
         .as_str()
         .is_some_and(|v| v.contains('.')));
 
-    poll(
-        "backend_up for redis and chroma",
-        Duration::from_secs(20),
-        || async {
-            let result = prometheus.query("sum(llmcache_backend_up)").await;
-            (result[0]["value"][1] == "3").then_some(())
-        },
-    )
-    .await;
+    // backend_up for redis, chroma and embeddings.
+    prometheus
+        .wait_for_value("sum(llmcache_backend_up)", "3")
+        .await;
     // Counters and histograms are typed, so rate() and histogram_quantile() work.
     let p99 = poll("a Redis p99 from the histogram", Duration::from_secs(20), || async {
         let result = prometheus

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::helpers::{
-    install_crypto, poll, spawn_app, ChromaServer, PrometheusServer, RedisServer, TestApp,
+    install_crypto, poll, spawn_app, write_file, ChromaServer, PrometheusServer, RedisServer,
+    TestApp,
 };
 use crate::pki::{Leaf, Pki};
 
@@ -28,9 +29,7 @@ fn https_client(ca: &Path, identity: Option<&Leaf>) -> reqwest::Client {
 }
 
 fn write_web_config(dir: &Path, text: &str) -> String {
-    let path = dir.join("web.yml");
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+    write_file(dir, "web.yml", text)
 }
 
 async fn spawn_with_web_config(web_config: &str) -> (TestApp, RedisServer, ChromaServer) {
@@ -137,15 +136,8 @@ async fn tls_and_basic_auth_guard_every_endpoint() {
             pki.trusted.ca.display()
         ),
     );
-    poll(
-        "Prometheus to scrape over HTTPS",
-        Duration::from_secs(20),
-        || async {
-            let up = prometheus.query("up").await;
-            (up[0]["value"][1] == "1").then_some(())
-        },
-    )
-    .await;
+    // Prometheus scrapes over HTTPS.
+    prometheus.wait_for_value("up", "1").await;
     let build_info = prometheus.query("llmcache_build_info").await;
     assert_eq!(build_info.as_array().map(Vec::len), Some(1), "{build_info}");
     app.stop().await;
