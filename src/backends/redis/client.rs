@@ -130,8 +130,9 @@ impl Client {
         Ok(replies)
     }
 
-    /// Drops every idle connection (after Redis went away, they are dead).
-    pub(super) fn reset(&self) {
+    /// Drops every idle connection (after one was found closed, its
+    /// siblings likely are too).
+    fn reset(&self) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 

@@ -202,13 +202,7 @@ impl RedisBackend {
             .observe(Backend::Redis, request, start.elapsed());
         let replies = match result {
             Err(_) => return Err(RedisError::Timeout(self.timeout)),
-            Ok(Err(err)) => {
-                if err.kind() == ErrorKind::Connection {
-                    // The idle connections went the same way.
-                    self.client.reset();
-                }
-                return Err(err);
-            }
+            Ok(Err(err)) => return Err(err),
             Ok(Ok(replies)) => replies,
         };
         if let Some(Reply::Error(message)) = replies.first() {
