@@ -31,10 +31,11 @@ use crate::embeddings::Embedder;
 use crate::health::HealthSources;
 use crate::http::auth::BasicAuth;
 use crate::http::listener::{TlsSetting, WebListener};
-use crate::http::watch::watch_web_config;
+use crate::http::watch::{WebOutcome, WebWatch};
 use crate::http::{router, HttpState, ReloadRequest};
 use crate::memory::{MemoryMetrics, MemoryMonitor};
 use crate::metrics::{register_sampled, Metrics, Sampled};
+use crate::workload::Caches;
 use crate::workload::{Operations, Workload, WorkloadMetrics};
 
 /// The metric families, registered once per process. Every generation of
@@ -81,7 +82,7 @@ impl Families {
 struct Parts {
     redis: Arc<RedisBackend>,
     chroma: Arc<ChromaBackend>,
-    cache: Arc<CacheManager>,
+    cache: Arc<Caches>,
     embedder: Arc<Embedder>,
     workload: Arc<Workload>,
     monitor: MemoryMonitor,
@@ -95,12 +96,8 @@ impl Parts {
     fn build(
         config: &Config,
         families: &Families,
-        cache: Option<Arc<CacheManager>>,
+        cache: Option<Arc<Caches>>,
     ) -> anyhow::Result<Self> {
-        // One TLS provider for reqwest and redis-rs; an error only means a
-        // provider is already installed (a second App in the same process).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-
         let cache = cache
             .unwrap_or_else(|| Arc::new(CacheManager::new(&config.cache, families.cache.clone())));
         let redis = Arc::new(
@@ -184,7 +181,7 @@ impl Parts {
 
 /// One generation's loops, running.
 struct Running {
-    cache: Arc<CacheManager>,
+    cache: Arc<Caches>,
     workload: Arc<Workload>,
     cleanup_on_exit: bool,
     cancel: CancellationToken,
@@ -256,8 +253,6 @@ pub struct App {
     parts: Parts,
     http: HttpState,
     reload_requests: mpsc::Receiver<ReloadRequest>,
-    tls: TlsSetting,
-    auth: BasicAuth,
 }
 
 /// What `--once` found.
@@ -289,8 +284,6 @@ impl App {
             ready: Arc::new(AtomicBool::new(false)),
             reload,
         };
-        let tls = Arc::new(ArcSwapOption::new(config.web.security.tls.clone()));
-        let auth = BasicAuth::new(config.web.security.users.clone());
         Ok(Self {
             listener,
             addr,
@@ -300,8 +293,6 @@ impl App {
             parts,
             http,
             reload_requests,
-            tls,
-            auth,
         })
     }
 
@@ -332,30 +323,31 @@ impl App {
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let listener = WebListener::new(self.listener, self.tls.clone())
+        let security = &self.config.web.file.security;
+        let tls: TlsSetting = Arc::new(ArcSwapOption::new(security.tls.clone()));
+        let auth = BasicAuth::new(security.users.clone());
+        let listener = WebListener::new(self.listener, tls.clone())
             .context("cannot read the bound address")?;
         let stop_serving = CancellationToken::new();
         let server = tokio::spawn(
-            axum::serve(listener, router(self.http.clone(), self.auth.clone()))
+            axum::serve(listener, router(self.http.clone(), auth.clone()))
                 .with_graceful_shutdown(stop_serving.clone().cancelled_owned())
                 .into_future(),
         );
-        if let Some(path) = self.config.web.config_file.clone() {
-            tokio::spawn(watch_web_config(
-                path,
-                self.config.web.security.files.clone(),
-                self.tls.clone(),
-                self.auth.clone(),
-                self.families.metrics.last_reload_successful.clone(),
-                stop_serving.clone(),
-            ));
-        }
+        let (web_outcomes, mut web_changes) = mpsc::unbounded_channel::<WebOutcome>();
+        let web = WebWatch::start(
+            self.config.web.file.clone(),
+            tls,
+            auth,
+            web_outcomes,
+            stop_serving.clone(),
+        );
         let mut running = self.parts.start();
         self.http.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             address = %self.addr,
-            tls = self.config.web.security.tls.is_some(),
-            basic_auth = !self.config.web.security.users.is_empty(),
+            tls = self.config.web.file.security.tls.is_some(),
+            basic_auth = !self.config.web.file.security.users.is_empty(),
             version = env!("CARGO_PKG_VERSION"),
             "listening"
         );
@@ -372,11 +364,16 @@ impl App {
                         &self.source,
                         &self.families,
                         &self.http,
-                        &self.tls,
-                        &self.auth,
+                        &web,
                     )
                     .await;
+                    self.families.metrics.last_reload_successful.set(i64::from(outcome.is_ok()));
                     let _ = reply.send(outcome);
+                }
+                Some(outcome) = web_changes.recv() => {
+                    // The web config changed on disk; the watcher applied it
+                    // or kept the running settings.
+                    self.families.metrics.last_reload_successful.set(i64::from(outcome.is_ok()));
                 }
             }
         }
@@ -403,11 +400,9 @@ async fn reload(
     source: &ConfigSource,
     families: &Families,
     http: &HttpState,
-    tls: &TlsSetting,
-    auth: &BasicAuth,
+    web: &WebWatch,
 ) -> (Running, Result<(), String>) {
     let refused = |reason: String| {
-        families.metrics.last_reload_successful.set(0);
         tracing::error!(error = %reason, "reload refused; the running configuration stays");
         Err(reason)
     };
@@ -446,10 +441,8 @@ async fn reload(
     })
     .await;
     http.health.store(Arc::new(health));
-    tls.store(next.web.security.tls.clone());
-    auth.set_users(next.web.security.users.clone());
+    web.apply(next.web.file.clone()).await;
     *config = next;
-    families.metrics.last_reload_successful.set(1);
     tracing::info!("configuration reloaded");
     (running, Ok(()))
 }

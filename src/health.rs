@@ -10,39 +10,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::backends::{ComponentHealth, Status};
-use crate::cache::CacheManager;
-
-/// The `cache.stats` object.
-#[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct CacheStats {
-    pub(crate) total_hits: u64,
-    pub(crate) total_misses: u64,
-    pub(crate) hit_rate: String,
-    pub(crate) cache_size: u64,
-    pub(crate) memory_usage_mb: f64,
-    pub(crate) memory_pressure: bool,
-}
-
-impl CacheStats {
-    fn hit_ratio_percent(&self) -> f64 {
-        ratio_percent(self.total_hits, self.total_misses)
-    }
-}
-
-fn ratio_percent(hits: u64, misses: u64) -> f64 {
-    let total = hits + misses;
-    if total == 0 {
-        0.0
-    } else {
-        hits as f64 * 100.0 / total as f64
-    }
-}
-
-/// `"87.5%"`: one decimal, as the seed system reported it.
-pub(crate) fn format_hit_rate(hits: u64, misses: u64) -> String {
-    format!("{:.1}%", ratio_percent(hits, misses))
-}
+use crate::backends::probe::{ComponentHealth, Status};
+use crate::cache::{CacheStats, Pool};
 
 /// The `cache` object.
 #[derive(Clone, Debug, Serialize)]
@@ -62,12 +31,12 @@ impl CacheHealth {
         let details = if stats.memory_pressure {
             format!(
                 "Cache under memory pressure - {:.1}% hit rate",
-                stats.hit_ratio_percent()
+                stats.hit_rate_percent()
             )
         } else {
             format!(
                 "Cache operational - {:.1}% hit rate",
-                stats.hit_ratio_percent()
+                stats.hit_rate_percent()
             )
         };
         Self {
@@ -94,7 +63,7 @@ pub(crate) struct HealthSources {
     pub(crate) redis: watch::Receiver<ComponentHealth>,
     pub(crate) chroma: watch::Receiver<ComponentHealth>,
     pub(crate) embeddings: watch::Receiver<ComponentHealth>,
-    pub(crate) cache: Arc<CacheManager>,
+    pub(crate) cache: Arc<dyn Pool>,
 }
 
 impl HealthSources {
@@ -125,54 +94,43 @@ impl HealthSources {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+
     use super::*;
 
-    #[test]
-    fn hit_rate_has_one_decimal() {
-        assert_eq!(format_hit_rate(7, 1), "87.5%");
-        assert_eq!(format_hit_rate(0, 0), "0.0%");
-        assert_eq!(format_hit_rate(1, 2), "33.3%");
+    /// Aggregation needs only the numbers: a pool that never had a lookup.
+    struct Idle;
+
+    impl Pool for Idle {
+        fn configured_budget(&self) -> u64 {
+            0
+        }
+        fn memory_pressure(&self) -> bool {
+            false
+        }
+        fn set_memory_pressure(&self, _: bool) {}
+        fn resize(&self, _: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+            Box::pin(async {})
+        }
+        fn stats(&self) -> CacheStats {
+            CacheStats::default()
+        }
     }
 
     #[test]
     fn overall_status_is_the_worst_component() {
-        let config = crate::config::Config::from_args(["llm-cache-exporter"])
-            .unwrap()
-            .config;
-        let cache = Arc::new(CacheManager::new(
-            &config.cache,
-            crate::cache::CacheFamilies::register(
-                &mut prometheus_client::registry::Registry::default(),
-            ),
-        ));
-        let ok = ComponentHealth {
-            status: Status::Healthy,
-            details: String::new(),
-            latency_ms: None,
-            used_memory_mb: None,
+        let ok = ComponentHealth::new(Status::Healthy, String::new(), None);
+        let foreign = ComponentHealth::new(Status::Degraded, String::new(), None);
+        let sources = |r: &ComponentHealth, c: &ComponentHealth| HealthSources {
+            redis: watch::Sender::new(r.clone()).subscribe(),
+            chroma: watch::Sender::new(c.clone()).subscribe(),
+            embeddings: watch::Sender::new(ok.clone()).subscribe(),
+            cache: Arc::new(Idle),
         };
-        let mut foreign = ok.clone();
-        foreign.status = Status::Degraded;
-        let embeddings = ok.clone();
-        let sources = move |r: ComponentHealth, c: ComponentHealth| HealthSources {
-            redis: watch::Sender::new(r).subscribe(),
-            chroma: watch::Sender::new(c).subscribe(),
-            embeddings: watch::Sender::new(embeddings.clone()).subscribe(),
-            cache: cache.clone(),
-        };
-        assert_eq!(
-            sources(ok.clone(), ok.clone()).report().status,
-            Status::Healthy
-        );
-        assert_eq!(
-            sources(ok.clone(), foreign).report().status,
-            Status::Degraded
-        );
-        assert_eq!(
-            sources(ComponentHealth::down("x".into()), ok)
-                .report()
-                .status,
-            Status::Unhealthy
-        );
+        assert_eq!(sources(&ok, &ok).report().status, Status::Healthy);
+        assert_eq!(sources(&ok, &foreign).report().status, Status::Degraded);
+        let down = ComponentHealth::down("x".into());
+        assert_eq!(sources(&down, &ok).report().status, Status::Unhealthy);
     }
 }

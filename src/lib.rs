@@ -19,6 +19,7 @@ mod metrics;
 mod pem;
 mod process;
 pub mod telemetry;
+mod web_config;
 mod workload;
 mod zipf;
 

@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         }
     };
     let config = invocation.config;
+    // The one TLS provider for every client and the server.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if invocation.mode == Mode::CheckConfig {
         print!("{}", config.to_redacted_toml());
         return ExitCode::SUCCESS;

@@ -1,22 +1,21 @@
-//! The stores the canary talks to, and what they share: the closed sets of
-//! backend, request and error-kind labels, `llmcache_backend_up`, the request
-//! latency histogram, the health snapshot each probe loop publishes, and the
-//! back-off those loops use while a backend is down.
+//! What every store the canary talks to shares: the `backend` and error
+//! `kind` labels, [`BackendError`] with one classifier per transport,
+//! `llmcache_backend_up` and the request latency histogram
+//! ([`BackendMetrics`]), and [`probe`]. Each backend owns its request labels
+//! (a [`RequestLabel`] enum) and implements [`probe::Probe`].
 
 pub(crate) mod chroma;
+pub(crate) mod probe;
 pub(crate) mod redis;
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use serde::Serialize;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use reqwest::StatusCode;
 
 use crate::metrics::{label_values, latency_histogram};
 
@@ -26,27 +25,6 @@ label_values! {
         Redis => "redis",
         Chroma => "chroma",
         Embeddings => "embeddings",
-    }
-}
-
-label_values! {
-    /// A request to a backend, as the `request` label spells it.
-    pub(crate) enum Request {
-        Ping => "ping",
-        Info => "info",
-        Heartbeat => "heartbeat",
-        GetCollection => "get_collection",
-        CreateCollection => "create_collection",
-        DeleteCollection => "delete_collection",
-        Add => "add",
-        Query => "query",
-        Count => "count",
-        Delete => "delete",
-        Lrange => "lrange",
-        StoreEntry => "store_entry",
-        Scan => "scan",
-        Unlink => "unlink",
-        Embed => "embed",
     }
 }
 
@@ -66,6 +44,112 @@ label_values! {
     }
 }
 
+/// A backend's closed set of request names, for the `request` label.
+pub(crate) trait RequestLabel: Copy {
+    /// The backend the requests go to.
+    const BACKEND: Backend;
+    /// The label value.
+    fn label(self) -> &'static str;
+}
+
+/// Defines a backend's [`RequestLabel`] enum: `enum Name for Backend { .. }`.
+macro_rules! request_labels {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident for $backend:ident {
+        $($variant:ident => $text:literal),+ $(,)?
+    }) => {
+        $crate::metrics::label_values! {
+            $(#[$meta])* $vis enum $name { $($variant => $text),+ }
+        }
+
+        impl $crate::backends::RequestLabel for $name {
+            const BACKEND: $crate::backends::Backend = $crate::backends::Backend::$backend;
+            fn label(self) -> &'static str {
+                self.as_str()
+            }
+        }
+    };
+}
+pub(crate) use request_labels;
+
+/// A failed request to a backend. Messages never carry a URL or a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct BackendError {
+    pub(crate) backend: Backend,
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
+    /// The HTTP status of an HTTP backend's refusal.
+    pub(crate) http_status: Option<u16>,
+}
+
+impl BackendError {
+    /// An error of `kind`.
+    pub(crate) fn new(backend: Backend, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            backend,
+            kind,
+            message: message.into(),
+            http_status: None,
+        }
+    }
+
+    /// No answer within `after`.
+    pub(crate) fn timeout(backend: Backend, after: Duration) -> Self {
+        Self::new(
+            backend,
+            ErrorKind::Timeout,
+            format!("no answer within {after:?}"),
+        )
+    }
+
+    /// The classifier for HTTP transport errors: a body that does not decode
+    /// is the server's answer (`protocol`); anything else is the connection.
+    pub(crate) fn from_reqwest(backend: Backend, err: reqwest::Error) -> Self {
+        let err = err.without_url();
+        if err.is_timeout() {
+            Self::new(backend, ErrorKind::Timeout, "no answer within the timeout")
+        } else if err.is_decode() || err.is_body() {
+            let message = format!("unexpected answer: {}", error_chain(&err));
+            Self::new(backend, ErrorKind::Protocol, message)
+        } else {
+            let message = format!("connection failed: {}", error_chain(&err));
+            Self::new(backend, ErrorKind::Connection, message)
+        }
+    }
+
+    /// The classifier for HTTP answers that are not a success: 5xx is the
+    /// server's fault, anything else a refusal of the request.
+    pub(crate) fn from_http_status(backend: Backend, status: StatusCode, message: &str) -> Self {
+        let kind = if status.is_server_error() {
+            ErrorKind::Server
+        } else {
+            ErrorKind::Validation
+        };
+        Self {
+            http_status: Some(status.as_u16()),
+            ..Self::new(backend, kind, format!("HTTP {status}: {message}"))
+        }
+    }
+
+    /// Whether the server answered 404, e.g. for a collection that is gone.
+    pub(crate) fn is_not_found(&self) -> bool {
+        self.http_status == Some(404)
+    }
+}
+
+/// An error and its causes on one line: reqwest's own message alone rarely
+/// says why ("error sending request").
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     backend: Backend,
@@ -74,7 +158,7 @@ struct BackendLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     backend: Backend,
-    request: Request,
+    request: &'static str,
 }
 
 /// `llmcache_backend_up` and `llmcache_backend_request_duration_seconds`.
@@ -108,171 +192,24 @@ impl BackendMetrics {
         metrics
     }
 
-    /// Sets `llmcache_backend_up{backend}`.
-    pub(crate) fn set_up(&self, backend: Backend, up: bool) {
+    /// Sets `llmcache_backend_up{backend}`; the [`probe::HealthPublisher`]
+    /// is its one caller.
+    fn set_up(&self, backend: Backend, up: bool) {
         self.up
             .get_or_create(&BackendLabels { backend })
             .set(i64::from(up));
     }
 
     /// Records one request's latency.
-    pub(crate) fn observe(&self, backend: Backend, request: Request, elapsed: Duration) {
-        self.request_duration
-            .get_or_create(&RequestLabels { backend, request })
-            .observe(elapsed.as_secs_f64());
-    }
-}
-
-/// A component's state in `/health`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Status {
-    /// Working.
-    Healthy,
-    /// Working, with something a human should look at.
-    Degraded,
-    /// Not working.
-    Unhealthy,
-}
-
-/// What a probe loop last saw of its backend; served as is by `/health`.
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct ComponentHealth {
-    pub(crate) status: Status,
-    pub(crate) details: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) latency_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) used_memory_mb: Option<f64>,
-}
-
-impl ComponentHealth {
-    /// The state before the first probe has finished.
-    pub(crate) fn starting() -> Self {
-        Self {
-            status: Status::Unhealthy,
-            details: "not probed yet".into(),
-            latency_ms: None,
-            used_memory_mb: None,
-        }
-    }
-
-    /// A failed probe.
-    pub(crate) fn down(details: String) -> Self {
-        Self {
-            status: Status::Unhealthy,
-            details,
-            latency_ms: None,
-            used_memory_mb: None,
-        }
-    }
-}
-
-/// How often a healthy backend is probed.
-pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Delay before the next probe of a backend that is down: doubling from
-/// 250 ms up to [`PROBE_INTERVAL`], with ±20 % jitter so many exporters
-/// restarted together do not hammer a recovering server in step. The cap is
-/// low on purpose: a probe of a down server is one connection attempt, and
-/// recovery should show within seconds.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: Self::FIRST }
-    }
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const CAP: Duration = PROBE_INTERVAL;
-
-    /// The delay to wait now; the one after it is longer.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Self::CAP);
-        base.mul_f64(fastrand::f64().mul_add(0.4, 0.8))
-    }
-
-    /// Back to the shortest delay after a success.
-    pub(crate) fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-/// Runs `probe` until `cancel`: every [`PROBE_INTERVAL`] while it succeeds,
-/// with [`Backoff`] while it fails. Logs each up/down transition with the
-/// details the probe published to `health`.
-pub(crate) async fn probe_loop<F, Fut>(
-    backend: Backend,
-    endpoint: &str,
-    health: &watch::Sender<ComponentHealth>,
-    cancel: CancellationToken,
-    mut probe: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let mut backoff = Backoff::default();
-    let mut was_up = None;
-    loop {
-        let up = probe().await;
-        if was_up != Some(up) {
-            let details = health.borrow().details.clone();
-            if up {
-                tracing::info!(backend = backend.as_str(), endpoint, %details, "backend up");
-            } else {
-                tracing::warn!(backend = backend.as_str(), endpoint, %details, "backend down");
+    pub(crate) fn observe(&self, request: impl RequestLabel, elapsed: Duration) {
+        fn labels<R: RequestLabel>(request: R) -> RequestLabels {
+            RequestLabels {
+                backend: R::BACKEND,
+                request: request.label(),
             }
-            was_up = Some(up);
         }
-        let delay = if up {
-            backoff.reset();
-            PROBE_INTERVAL
-        } else {
-            backoff.next_delay()
-        };
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-    }
-}
-
-/// An error and its causes on one line: reqwest's own message alone rarely
-/// says why ("error sending request").
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Milliseconds since `start`, for `latency_ms`.
-pub(crate) fn millis_since(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1000.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_a_cap_with_jitter_and_resets() {
-        let mut backoff = Backoff::default();
-        let delays: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(200) && delays[0] <= Duration::from_millis(300));
-        assert!(delays.iter().all(|d| *d <= PROBE_INTERVAL.mul_f64(1.2)));
-        assert!(delays[7] >= PROBE_INTERVAL.mul_f64(0.8));
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(300));
+        self.request_duration
+            .get_or_create(&labels(request))
+            .observe(elapsed.as_secs_f64());
     }
 }

@@ -28,9 +28,13 @@
 mod instrumented;
 mod metrics;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use serde::Serialize;
 
 use tokio_util::sync::CancellationToken;
 
@@ -39,16 +43,12 @@ pub(crate) use instrumented::{bare_moka, Stamped, ENTRY_OVERHEAD};
 pub(crate) use instrumented::{Freshness, InstrumentedCache, Lookup, Weigh};
 pub(crate) use metrics::{CacheFamilies, CacheName};
 
-use crate::backends::chroma::QueryHits;
 use crate::config::CacheConfig;
-use crate::health::{format_hit_rate, CacheStats};
 
 /// A session's chat history: the raw JSON entries, oldest first.
 pub(crate) type ChatHistory = Arc<[String]>;
 /// An embedding vector.
 pub(crate) type Embedding = Arc<[f32]>;
-/// The nearest memories to a query.
-pub(crate) type Similar = Arc<QueryHits>;
 
 impl Weigh for Arc<[String]> {
     fn weight(&self) -> usize {
@@ -62,30 +62,69 @@ impl Weigh for Arc<[f32]> {
     }
 }
 
-impl Weigh for Arc<QueryHits> {
-    fn weight(&self) -> usize {
-        let ids: usize = self.ids.iter().map(|s| 24 + s.len()).sum();
-        let documents: usize = self
-            .documents
-            .iter()
-            .map(|d| 24 + d.as_ref().map_or(0, String::len))
-            .sum();
-        16 + 72 + ids + documents + self.distances.len() * 8
-    }
-}
-
 /// Each cache's capacity: its share of `budget`, in whole bytes.
 fn capacities(budget: u64, shares: [f64; 3]) -> [u64; 3] {
     shares.map(|share| (budget as f64 * share).floor() as u64)
 }
 
+/// The `/health` `cache.stats` object, read from the same counters and
+/// gauges `/metrics` serves.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct CacheStats {
+    pub(crate) total_hits: u64,
+    pub(crate) total_misses: u64,
+    pub(crate) hit_rate: String,
+    pub(crate) cache_size: u64,
+    pub(crate) memory_usage_mb: f64,
+    pub(crate) memory_pressure: bool,
+}
+
+impl CacheStats {
+    /// Hits per lookup, in percent; 0 before the first lookup.
+    pub(crate) fn hit_rate_percent(&self) -> f64 {
+        ratio_percent(self.total_hits, self.total_misses)
+    }
+}
+
+fn ratio_percent(hits: u64, misses: u64) -> f64 {
+    let total = hits + misses;
+    if total == 0 {
+        0.0
+    } else {
+        hits as f64 * 100.0 / total as f64
+    }
+}
+
+/// `"87.5%"`: one decimal, as the seed system reported it.
+pub(crate) fn format_hit_rate(hits: u64, misses: u64) -> String {
+    format!("{:.1}%", ratio_percent(hits, misses))
+}
+
+/// What the memory monitor and `/health` need of the caches, whatever they
+/// hold: the pool's budget, its pressure flag, and the statistics.
+pub(crate) trait Pool: Send + Sync {
+    /// The budget from the configuration, before any pressure adjustment.
+    fn configured_budget(&self) -> u64;
+    /// Whether the pool is running shrunk for memory pressure.
+    fn memory_pressure(&self) -> bool;
+    /// Records whether the memory monitor sees pressure.
+    fn set_memory_pressure(&self, pressure: bool);
+    /// Gives the pool a new budget. When the future resolves, every cache
+    /// has its new capacity and holds no more than it (see the module docs).
+    fn resize(&self, budget: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// The `/health` statistics, read from the same counters and gauges
+    /// `/metrics` serves, so the two always agree.
+    fn stats(&self) -> CacheStats;
+}
+
 /// How often the gauges are refreshed and moka's maintenance runs.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The three caches and their pool.
-pub(crate) struct CacheManager {
+/// The three caches and their pool. `S` is what the similarity cache holds:
+/// the cache names no backend type.
+pub(crate) struct CacheManager<S> {
     pub(crate) chat_history: InstrumentedCache<ChatHistory>,
-    pub(crate) similarity: InstrumentedCache<Similar>,
+    pub(crate) similarity: InstrumentedCache<S>,
     pub(crate) embeddings: InstrumentedCache<Embedding>,
     shares: [f64; 3],
     configured_budget: u64,
@@ -94,7 +133,7 @@ pub(crate) struct CacheManager {
     memory_pressure: AtomicBool,
 }
 
-impl CacheManager {
+impl<S: Weigh + Clone + Send + Sync + 'static> CacheManager<S> {
     /// Builds the caches at the configured budget, counting into `families`
     /// (registered once per process, so a reload keeps the counts).
     pub(crate) fn new(config: &CacheConfig, families: CacheFamilies) -> Self {
@@ -140,40 +179,10 @@ impl CacheManager {
         manager
     }
 
-    /// The budget from the configuration, before any pressure adjustment.
-    pub(crate) fn configured_budget(&self) -> u64 {
-        self.configured_budget
-    }
-
     /// The pool's current budget.
     #[cfg(test)]
     pub(crate) fn budget(&self) -> u64 {
         self.budget.load(Ordering::Relaxed)
-    }
-
-    /// Gives the pool a new budget. When this returns, every cache has its new
-    /// capacity and holds no more than it (see the module docs).
-    pub(crate) async fn resize(&self, budget: u64) {
-        let previous = self.budget.swap(budget, Ordering::Relaxed);
-        self.families
-            .pool_budget
-            .set(i64::try_from(budget).unwrap_or(i64::MAX));
-        let [chat_history, similarity, embeddings] = capacities(budget, self.shares);
-        self.chat_history.set_capacity(chat_history).await;
-        self.similarity.set_capacity(similarity).await;
-        self.embeddings.set_capacity(embeddings).await;
-        let used = self.maintain().await;
-        tracing::info!(previous, budget, used, "memory pool resized");
-    }
-
-    /// Whether the pool is running shrunk for memory pressure.
-    pub(crate) fn memory_pressure(&self) -> bool {
-        self.memory_pressure.load(Ordering::Relaxed)
-    }
-
-    /// Records whether the memory monitor sees pressure (for `/health`).
-    pub(crate) fn set_memory_pressure(&self, pressure: bool) {
-        self.memory_pressure.store(pressure, Ordering::Relaxed);
     }
 
     /// Runs every cache's maintenance and refreshes the gauges. Returns the
@@ -198,10 +207,37 @@ impl CacheManager {
             }
         }
     }
+}
 
-    /// The `/health` cache statistics, read from the same counters and gauges
-    /// `/metrics` serves, so the two always agree.
-    pub(crate) fn stats(&self) -> CacheStats {
+impl<S: Weigh + Clone + Send + Sync + 'static> Pool for CacheManager<S> {
+    fn configured_budget(&self) -> u64 {
+        self.configured_budget
+    }
+
+    fn memory_pressure(&self) -> bool {
+        self.memory_pressure.load(Ordering::Relaxed)
+    }
+
+    fn set_memory_pressure(&self, pressure: bool) {
+        self.memory_pressure.store(pressure, Ordering::Relaxed);
+    }
+
+    fn resize(&self, budget: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let previous = self.budget.swap(budget, Ordering::Relaxed);
+            self.families
+                .pool_budget
+                .set(i64::try_from(budget).unwrap_or(i64::MAX));
+            let [chat_history, similarity, embeddings] = capacities(budget, self.shares);
+            self.chat_history.set_capacity(chat_history).await;
+            self.similarity.set_capacity(similarity).await;
+            self.embeddings.set_capacity(embeddings).await;
+            let used = self.maintain().await;
+            tracing::info!(previous, budget, used, "memory pool resized");
+        })
+    }
+
+    fn stats(&self) -> CacheStats {
         let metrics = [
             self.chat_history.metrics(),
             self.similarity.metrics(),
@@ -224,3 +260,15 @@ impl CacheManager {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod stats_tests {
+    use super::format_hit_rate;
+
+    #[test]
+    fn hit_rate_has_one_decimal() {
+        assert_eq!(format_hit_rate(7, 1), "87.5%");
+        assert_eq!(format_hit_rate(0, 0), "0.0%");
+        assert_eq!(format_hit_rate(1, 2), "33.3%");
+    }
+}

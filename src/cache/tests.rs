@@ -221,7 +221,7 @@ async fn values_larger_than_the_capacity_are_returned_but_not_cached() {
 async fn a_zero_budget_disables_caching_cleanly() {
     let mut config = Config::from_args(["x"]).unwrap().config;
     config.cache.memory_budget = 0;
-    let manager = CacheManager::new(
+    let manager = CacheManager::<Embedding>::new(
         &config.cache,
         CacheFamilies::register(&mut Registry::default()),
     );
@@ -347,7 +347,7 @@ async fn a_finished_write_is_never_hidden_by_a_globally_invalidated_cache() {
 async fn shrinking_and_growing_the_pool_takes_effect() {
     let mut config = Config::from_args(["x"]).unwrap().config;
     config.cache.memory_budget = 1 << 20;
-    let manager = CacheManager::new(
+    let manager = CacheManager::<Embedding>::new(
         &config.cache,
         CacheFamilies::register(&mut Registry::default()),
     );
@@ -422,7 +422,8 @@ async fn a_resize_keeps_entry_deadlines() {
 async fn health_stats_agree_with_the_exported_metrics() {
     let config = Config::from_args(["x"]).unwrap().config;
     let mut registry = Registry::default();
-    let manager = CacheManager::new(&config.cache, CacheFamilies::register(&mut registry));
+    let manager =
+        CacheManager::<Embedding>::new(&config.cache, CacheFamilies::register(&mut registry));
     for k in ["a", "b", "a", "a", "c"] {
         manager
             .chat_history

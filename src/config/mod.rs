@@ -1,26 +1,35 @@
 //! Configuration: flags, then `LLMCACHE_*` env vars, then the TOML file, then
-//! defaults. Everything is validated once, here, into typed values; the rest of
-//! the daemon never sees a raw string. [`Config`] serializes back to TOML (with
+//! defaults, layered by figment.
+//!
+//! [`Config`] is the schema. Each setting is declared once, as a field: its
+//! type (a domain type parsed at the edge), its default (`#[default]`), its
+//! file key (the field's path), and its check (`deserialize_with`, where the
+//! type cannot carry it). A flag is one line in `flags.rs` naming that key.
+//! The few checks that span fields run in [`Config::check`]. Nothing
+//! downstream parses a setting again. [`Config`] serializes back to TOML (with
 //! secrets as `***`) for `--check-config`.
 
-mod cli;
-mod file;
-mod validate;
+mod flags;
 pub(crate) mod values;
-mod web_file;
 
 use std::ffi::OsString;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
-use url::Url;
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
+use smart_default::SmartDefault;
 
+use crate::web_config::{self, WebSettings};
+use flags::{blame, CommandLine};
 pub use values::Secret;
-use values::{serialize_byte_size, serialize_duration};
-pub(crate) use web_file::WebSecurity;
+use values::{
+    any_case, byte_size, chroma_name, directory, duration, exponent, factor, int, key_prefix,
+    listen_address, log_file, rate, ratio, readable_file, weight, HttpUrl, RedisUrl, SecretFile,
+};
 
 /// What the command line asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +52,13 @@ pub struct Invocation {
 }
 
 /// Why the configuration was refused.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Help, version, or a malformed command line: clap formats and exits.
+    #[error("{}", .0.to_string().trim_end())]
     Usage(clap::Error),
     /// A value that does not validate; `key` names the flag, env var or file key.
+    #[error("invalid {key}: {message}")]
     Invalid {
         /// The flag, env var or dotted file key.
         key: String,
@@ -65,19 +76,9 @@ impl ConfigError {
     }
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Usage(err) => write!(f, "{}", err.to_string().trim_end()),
-            Self::Invalid { key, message } => write!(f, "invalid {key}: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// The validated configuration. Field names mirror the TOML file's keys.
-#[derive(Debug, Clone, Serialize)]
+/// The configuration. Field names are the TOML file's keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub(crate) web: WebConfig,
     pub(crate) redis: RedisConfig,
@@ -92,173 +93,261 @@ pub struct Config {
 }
 
 /// `[web]`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct WebConfig {
+    #[default(SocketAddr::from(([0, 0, 0, 0], 9860)))]
+    #[serde(with = "listen_address")]
     pub(crate) listen_address: SocketAddr,
-    /// `--web.config.file`, which has no TOML key.
+    /// `--web.config.file` (which has no TOML key) and what it says.
     #[serde(skip)]
-    pub(crate) config_file: Option<PathBuf>,
-    /// What that file says.
-    #[serde(skip)]
-    pub(crate) security: WebSecurity,
+    pub(crate) file: WebSettings,
 }
 
 /// `[redis]`
-#[derive(Debug, Clone, Serialize)]
+#[skip_serializing_none]
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct RedisConfig {
-    /// The URL without its password (the username stays).
-    #[serde(serialize_with = "serialize_url")]
-    pub(crate) url: Url,
+    #[default(RedisUrl::parse("redis://127.0.0.1:6379").expect("a valid literal"))]
+    pub(crate) url: RedisUrl,
+    pub(crate) password_file: Option<SecretFile>,
+    /// The password file's, else the URL's; filled by [`Config::check`].
+    #[serde(skip_deserializing)]
     pub(crate) password: Option<Secret>,
-    #[serde(serialize_with = "serialize_duration")]
+    #[default(Duration::from_secs(1))]
+    #[serde(with = "duration")]
     pub(crate) timeout: Duration,
+    #[default("llmcache:probe:".to_owned())]
+    #[serde(deserialize_with = "key_prefix")]
     pub(crate) key_prefix: String,
+    #[serde(deserialize_with = "readable_file")]
     pub(crate) tls_ca_file: Option<PathBuf>,
+    #[serde(deserialize_with = "readable_file")]
     pub(crate) tls_cert_file: Option<PathBuf>,
+    #[serde(deserialize_with = "readable_file")]
     pub(crate) tls_key_file: Option<PathBuf>,
 }
 
 /// `[chroma]`
-#[derive(Debug, Clone, Serialize)]
+#[skip_serializing_none]
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct ChromaConfig {
-    /// The URL without userinfo.
-    #[serde(serialize_with = "serialize_url")]
-    pub(crate) url: Url,
-    pub(crate) token: Option<Secret>,
+    #[default(HttpUrl(url::Url::parse("http://127.0.0.1:8000/").expect("a valid literal")))]
+    pub(crate) url: HttpUrl,
+    pub(crate) token_file: Option<SecretFile>,
     pub(crate) token_header: TokenHeader,
+    #[serde(deserialize_with = "readable_file")]
     pub(crate) tls_ca_file: Option<PathBuf>,
+    #[default("default_tenant".to_owned())]
+    #[serde(deserialize_with = "chroma_name")]
     pub(crate) tenant: String,
+    #[default("default_database".to_owned())]
+    #[serde(deserialize_with = "chroma_name")]
     pub(crate) database: String,
+    #[default("llmcache_probe_memories".to_owned())]
+    #[serde(deserialize_with = "chroma_name")]
     pub(crate) collection: String,
-    #[serde(serialize_with = "serialize_duration")]
+    #[default(Duration::from_secs(2))]
+    #[serde(with = "duration")]
     pub(crate) timeout: Duration,
 }
 
 /// How the Chroma token is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum TokenHeader {
     /// `X-Chroma-Token: <token>`
+    #[default]
     XChromaToken,
     /// `Authorization: Bearer <token>`
     Authorization,
 }
 
 /// `[log]`
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct LogConfig {
+    #[serde(deserialize_with = "any_case")]
     pub(crate) level: LogLevel,
+    #[serde(deserialize_with = "any_case")]
     pub(crate) format: LogFormat,
+    #[serde(deserialize_with = "log_file")]
     pub(crate) file: Option<PathBuf>,
 }
 
 /// `--log.level`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum LogLevel {
     Error,
     Warn,
+    #[default]
     Info,
     Debug,
     Trace,
 }
 
 /// `--log.format`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum LogFormat {
+    #[default]
     Logfmt,
     Json,
 }
 
 /// `[embeddings]`
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[skip_serializing_none]
+#[derive(Debug, Clone, SmartDefault, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct EmbeddingsConfig {
-    #[serde(flatten)]
     pub(crate) provider: EmbeddingsProvider,
+    /// Required with `provider = "openai"`.
+    pub(crate) url: Option<HttpUrl>,
+    /// Required with `provider = "openai"`.
+    pub(crate) model: Option<String>,
+    pub(crate) api_key_file: Option<SecretFile>,
+    #[default(256)]
+    #[serde(deserialize_with = "int::<_, _, 1, 65_536>")]
     pub(crate) dimensions: usize,
-    #[serde(serialize_with = "serialize_duration")]
+    #[default(Duration::from_secs(5))]
+    #[serde(with = "duration")]
     pub(crate) timeout: Duration,
 }
 
 /// Where embeddings come from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "provider", rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum EmbeddingsProvider {
     /// The built-in deterministic feature-hashing embedder.
+    #[default]
+    #[serde(rename = "hash")]
     Hash,
     /// An OpenAI-compatible `/v1/embeddings` endpoint.
     #[serde(rename = "openai")]
-    OpenAi {
-        #[serde(serialize_with = "serialize_url")]
-        url: Url,
-        model: String,
-        api_key: Option<Secret>,
-    },
+    OpenAi,
 }
 
 /// `[cache]`
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, SmartDefault, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct CacheConfig {
-    #[serde(serialize_with = "serialize_byte_size")]
+    #[default(64 << 20)]
+    #[serde(with = "byte_size")]
     pub(crate) memory_budget: u64,
+    #[default(CacheTable::new(300, 0.25))]
     pub(crate) chat_history: CacheTable,
+    #[default(CacheTable::new(600, 0.25))]
     pub(crate) similarity: CacheTable,
+    #[default(CacheTable::new(3600, 0.5))]
     pub(crate) embeddings: CacheTable,
 }
 
-/// `[cache.<name>]`
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `[cache.<name>]`: each table's default is its cache's line above.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CacheTable {
-    #[serde(serialize_with = "serialize_duration")]
+    #[serde(with = "duration")]
     pub(crate) ttl: Duration,
+    #[serde(deserialize_with = "ratio")]
     pub(crate) share: f64,
 }
 
+impl CacheTable {
+    const fn new(ttl_secs: u64, share: f64) -> Self {
+        Self {
+            ttl: Duration::from_secs(ttl_secs),
+            share,
+        }
+    }
+}
+
 /// `[workload]`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct WorkloadConfig {
+    #[default(20.0)]
+    #[serde(deserialize_with = "rate")]
     pub(crate) rate: f64,
+    #[default(16)]
+    #[serde(deserialize_with = "int::<_, _, 1, 4096>")]
     pub(crate) concurrency: usize,
+    #[default(1000)]
+    #[serde(deserialize_with = "int::<_, _, 1, 100_000_000>")]
     pub(crate) sessions: u64,
+    #[default(1.1)]
+    #[serde(deserialize_with = "exponent")]
     pub(crate) zipf_exponent: f64,
+    #[default(50)]
+    #[serde(deserialize_with = "int::<_, _, 1, 10_000>")]
     pub(crate) history_limit: usize,
+    #[default(5)]
+    #[serde(deserialize_with = "int::<_, _, 1, 1000>")]
     pub(crate) top_k: usize,
-    #[serde(serialize_with = "serialize_duration")]
+    #[default(Duration::from_secs(3600))]
+    #[serde(with = "duration")]
     pub(crate) key_ttl: Duration,
     pub(crate) seed: u64,
+    #[default(true)]
     pub(crate) cleanup_on_exit: bool,
     pub(crate) mix: Mix,
 }
 
 /// `[workload.mix]`: relative weights; at least one is positive.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct Mix {
+    #[default(0.5)]
+    #[serde(deserialize_with = "weight")]
     pub(crate) get_chat_history: f64,
+    #[default(0.2)]
+    #[serde(deserialize_with = "weight")]
     pub(crate) store_chat_entry: f64,
+    #[default(0.25)]
+    #[serde(deserialize_with = "weight")]
     pub(crate) query_similar_memories: f64,
+    #[default(0.05)]
+    #[serde(deserialize_with = "weight")]
     pub(crate) store_memory: f64,
 }
 
 /// `[memory]`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct MemoryConfig {
-    #[serde(serialize_with = "serialize_duration")]
+    #[default(Duration::from_secs(5))]
+    #[serde(with = "duration")]
     pub(crate) sample_interval: Duration,
+    #[default(0.1)]
+    #[serde(deserialize_with = "ratio")]
     pub(crate) host_available_min_ratio: f64,
+    #[default(0.9)]
+    #[serde(deserialize_with = "ratio")]
     pub(crate) cgroup_usage_max_ratio: f64,
+    #[default(0.1)]
+    #[serde(deserialize_with = "ratio")]
     pub(crate) psi_some_avg10_max_ratio: f64,
+    #[default(0.9)]
+    #[serde(deserialize_with = "ratio")]
     pub(crate) redis_used_max_ratio: f64,
+    #[default(0.05)]
+    #[serde(deserialize_with = "ratio")]
     pub(crate) hysteresis: f64,
-    #[serde(serialize_with = "serialize_duration")]
+    /// Zero is allowed: no dwell at all.
+    #[default(Duration::from_secs(30))]
+    #[serde(with = "duration::or_zero")]
     pub(crate) min_dwell: Duration,
+    #[default(0.5)]
+    #[serde(deserialize_with = "factor")]
     pub(crate) shrink_factor: f64,
+    #[default(PathBuf::from("/proc"))]
+    #[serde(deserialize_with = "directory")]
     pub(crate) procfs_path: PathBuf,
+    #[default(PathBuf::from("/sys"))]
+    #[serde(deserialize_with = "directory")]
     pub(crate) sysfs_path: PathBuf,
-}
-
-fn serialize_url<S: serde::Serializer>(url: &Url, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(url.as_str())
 }
 
 impl Config {
@@ -269,16 +358,116 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let (cli, matches) = cli::Cli::parse_from_args(args).map_err(ConfigError::Usage)?;
-        let mode = if cli.check_config {
+        let command_line = CommandLine::parse(args).map_err(ConfigError::Usage)?;
+        let mode = if command_line.is_set("check-config") {
             Mode::CheckConfig
-        } else if cli.once {
+        } else if command_line.is_set("once") {
             Mode::Once
         } else {
             Mode::Run
         };
-        let config = validate::validate(&cli, &matches)?;
+        // Defaults as a layer (not only serde's), so a table the file gives
+        // in part keeps the defaults of the keys it leaves out.
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let config_file = command_line.value("config.file");
+        if let Some((path, origin)) = &config_file {
+            std::fs::metadata(path).map_err(|err| {
+                ConfigError::invalid(origin, format!("cannot read {path}: {err}"))
+            })?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        for layer in command_line.layers() {
+            figment = figment.merge(layer);
+        }
+        let mut config: Config = figment.extract().map_err(|err| {
+            // The first error is the one a user fixes first.
+            let err = err.into_iter().next().unwrap_or_else(|| "invalid".into());
+            let key = err.path.join(".");
+            ConfigError::invalid(blame(err.metadata.as_ref(), &key), one_line(&err.kind))
+        })?;
+        config.config_file = config_file.map(|(path, _)| PathBuf::from(path));
+        if let Some((path, origin)) = command_line.value("web.config.file") {
+            let path = PathBuf::from(path);
+            let security = web_config::load(&path)
+                .map_err(|err| ConfigError::invalid(err.blame(&path, &origin), err.message()))?;
+            config.web.file = WebSettings {
+                path: Some(path),
+                security,
+            };
+        }
+        config.check(|key| blame(figment.find_metadata(key), key))?;
         Ok(Invocation { config, mode })
+    }
+
+    /// The checks that span fields, and the values derived from several.
+    fn check(&mut self, blame: impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        let redis = &mut self.redis;
+        let file_password = redis.password_file.as_ref().map(|f| f.secret.clone());
+        redis.password = file_password.or_else(|| redis.url.password.clone());
+        let (cache, mix, embeddings) = (&self.cache, &self.workload.mix, &self.embeddings);
+        let shares = cache.chat_history.share + cache.similarity.share + cache.embeddings.share;
+        let weights = [
+            mix.get_chat_history,
+            mix.store_chat_entry,
+            mix.query_similar_memories,
+        ];
+        let openai = embeddings.provider == EmbeddingsProvider::OpenAi;
+        let not_rediss = |file: &Option<PathBuf>| file.is_some() && !redis.url.tls;
+        let refusals = [
+            (
+                not_rediss(&redis.tls_ca_file),
+                blame("redis.tls_ca_file"),
+                "only applies to a rediss:// URL".into(),
+            ),
+            (
+                not_rediss(&redis.tls_cert_file),
+                blame("redis.tls_cert_file"),
+                "only applies to a rediss:// URL".into(),
+            ),
+            (
+                not_rediss(&redis.tls_key_file),
+                blame("redis.tls_key_file"),
+                "only applies to a rediss:// URL".into(),
+            ),
+            (
+                redis.tls_cert_file.is_some() != redis.tls_key_file.is_some(),
+                "--redis.tls-cert-file/--redis.tls-key-file".into(),
+                "a client certificate needs its key, and a key its certificate".into(),
+            ),
+            (
+                self.chroma.tls_ca_file.is_some() && self.chroma.url.0.scheme() != "https",
+                blame("chroma.tls_ca_file"),
+                "only applies to an https:// URL".into(),
+            ),
+            (
+                openai && embeddings.url.is_none(),
+                blame("embeddings.url"),
+                "is required with provider = \"openai\"".into(),
+            ),
+            (
+                openai
+                    && embeddings
+                        .model
+                        .as_deref()
+                        .is_none_or(|m| m.trim().is_empty()),
+                blame("embeddings.model"),
+                "is required with provider = \"openai\"".into(),
+            ),
+            (
+                shares > 1.0 + 1e-9,
+                blame("cache.similarity.share").replace("similarity", "*"),
+                format!("the shares add up to {shares}, more than the whole budget (1.0)"),
+            ),
+            (
+                weights.iter().sum::<f64>() + mix.store_memory <= 0.0,
+                blame("workload.mix.store_memory").replace(".store_memory", ""),
+                "at least one weight must be positive".to_owned(),
+            ),
+        ];
+        match refusals.into_iter().find(|(refused, ..)| *refused) {
+            Some((_, key, message)) => Err(ConfigError::invalid(key, message)),
+            None => Ok(()),
+        }
     }
 
     /// The effective configuration as TOML, secrets shown as `***`.
@@ -293,4 +482,15 @@ impl Config {
         }
         out
     }
+}
+
+/// A figment error as one line: TOML syntax errors come with a multi-line
+/// excerpt of the file, which is dropped here (the line number stays).
+fn one_line(kind: &figment::error::Kind) -> String {
+    kind.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.contains('|'))
+        .collect::<Vec<_>>()
+        .join(": ")
 }

@@ -12,44 +12,21 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use url::Url;
 
-use crate::backends::{
-    error_chain, millis_since, Backend, BackendMetrics, ComponentHealth, ErrorKind, Request, Status,
-};
+use crate::backends::probe::{millis_since, ComponentHealth, HealthPublisher, Status};
+use crate::backends::{request_labels, Backend, BackendError, BackendMetrics, ErrorKind};
 use crate::config::{EmbeddingsConfig, EmbeddingsProvider};
 
 pub(crate) use hash::embed as hash_embed;
 
-/// A failed embedding request.
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum EmbeddingError {
-    /// No answer within `embeddings.timeout`.
-    #[error("no answer within the timeout")]
-    Timeout,
-    /// Could not connect, or the connection broke.
-    #[error("connection failed: {0}")]
-    Connection(String),
-    /// An answer that is not an embeddings response.
-    #[error("unexpected answer: {0}")]
-    Protocol(String),
-    /// HTTP 5xx.
-    #[error("HTTP {0}")]
-    Server(u16),
-    /// HTTP 4xx, or a vector of the wrong dimension.
-    #[error("{0}")]
-    Validation(String),
+request_labels! {
+    /// A request to the embeddings endpoint, as the `request` label spells it.
+    pub(crate) enum EmbeddingsRequest for Embeddings {
+        Embed => "embed",
+    }
 }
 
-impl EmbeddingError {
-    /// The `kind` label for this error.
-    pub(crate) fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Timeout => ErrorKind::Timeout,
-            Self::Connection(_) => ErrorKind::Connection,
-            Self::Protocol(_) => ErrorKind::Protocol,
-            Self::Server(_) => ErrorKind::Server,
-            Self::Validation(_) => ErrorKind::Validation,
-        }
-    }
+fn invalid(message: impl Into<String>) -> BackendError {
+    BackendError::new(Backend::Embeddings, ErrorKind::Validation, message)
 }
 
 #[derive(Deserialize)]
@@ -76,7 +53,7 @@ pub(crate) struct Embedder {
     provider: Provider,
     dimensions: usize,
     metrics: BackendMetrics,
-    health: watch::Sender<ComponentHealth>,
+    health: HealthPublisher,
 }
 
 impl Embedder {
@@ -84,31 +61,26 @@ impl Embedder {
     pub(crate) fn new(
         config: &EmbeddingsConfig,
         metrics: BackendMetrics,
-    ) -> Result<Self, EmbeddingError> {
+    ) -> Result<Self, BackendError> {
         let dimensions = config.dimensions;
         let (provider, health) = match &config.provider {
             EmbeddingsProvider::Hash => (
                 Provider::Hash,
-                ComponentHealth {
-                    status: Status::Healthy,
-                    details: format!("hash provider, {dimensions} dimensions"),
-                    latency_ms: None,
-                    used_memory_mb: None,
-                },
+                ComponentHealth::new(
+                    Status::Healthy,
+                    format!("hash provider, {dimensions} dimensions"),
+                    None,
+                ),
             ),
-            EmbeddingsProvider::OpenAi {
-                url,
-                model,
-                api_key,
-            } => {
+            EmbeddingsProvider::OpenAi => {
+                // The configuration's check made both required.
+                let (Some(url), Some(model)) = (&config.url, &config.model) else {
+                    return Err(invalid("provider = \"openai\" needs a url and a model"));
+                };
                 let mut headers = reqwest::header::HeaderMap::new();
-                if let Some(key) = api_key {
+                if let Some(key) = config.api_key_file.as_ref().map(|file| &file.secret) {
                     let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                        .map_err(|_| {
-                            EmbeddingError::Validation(
-                                "the API key is not a valid HTTP header value".into(),
-                            )
-                        })?;
+                        .map_err(|_| invalid("the API key is not a valid HTTP header value"))?;
                     value.set_sensitive(true);
                     headers.insert(AUTHORIZATION, value);
                 }
@@ -117,10 +89,11 @@ impl Embedder {
                     .timeout(config.timeout)
                     .connect_timeout(config.timeout)
                     .build()
-                    .map_err(|err| EmbeddingError::Connection(err.without_url().to_string()))?;
-                let url = url.join("embeddings").map_err(|err| {
-                    EmbeddingError::Validation(format!("cannot build the embeddings URL: {err}"))
-                })?;
+                    .map_err(|err| BackendError::from_reqwest(Backend::Embeddings, err))?;
+                let url = url
+                    .0
+                    .join("embeddings")
+                    .map_err(|err| invalid(format!("cannot build the embeddings URL: {err}")))?;
                 (
                     Provider::OpenAi {
                         http,
@@ -131,12 +104,11 @@ impl Embedder {
                 )
             }
         };
-        metrics.set_up(Backend::Embeddings, health.status != Status::Unhealthy);
         Ok(Self {
             provider,
             dimensions,
+            health: HealthPublisher::new(Backend::Embeddings, metrics.clone(), health),
             metrics,
-            health: watch::Sender::new(health),
         })
     }
 
@@ -146,29 +118,27 @@ impl Embedder {
     }
 
     /// The vector for `text`.
-    pub(crate) async fn embed(&self, text: &str) -> Result<Vec<f32>, EmbeddingError> {
+    pub(crate) async fn embed(&self, text: &str) -> Result<Vec<f32>, BackendError> {
         let Provider::OpenAi { http, url, model } = &self.provider else {
             return Ok(hash_embed(text, self.dimensions));
         };
         let start = Instant::now();
         let result = self.request(http, url, model, text).await;
         self.metrics
-            .observe(Backend::Embeddings, Request::Embed, start.elapsed());
-        self.metrics.set_up(Backend::Embeddings, result.is_ok());
+            .observe(EmbeddingsRequest::Embed, start.elapsed());
         let host = url.host_str().unwrap_or("?");
-        self.health.send_replace(match &result {
-            Ok(_) => ComponentHealth {
-                status: Status::Healthy,
-                details: format!(
+        self.health.publish(match &result {
+            Ok(_) => ComponentHealth::new(
+                Status::Healthy,
+                format!(
                     "openai provider ({model}) at {host}, {} dimensions",
                     self.dimensions
                 ),
-                latency_ms: Some(millis_since(start)),
-                used_memory_mb: None,
-            },
+                Some(millis_since(start)),
+            ),
             Err(err) => ComponentHealth::down(format!(
                 "openai provider ({model}) at {host} failed ({}): {err}",
-                err.kind().as_str()
+                err.kind.as_str()
             )),
         });
         result
@@ -180,7 +150,7 @@ impl Embedder {
         url: &Url,
         model: &str,
         text: &str,
-    ) -> Result<Vec<f32>, EmbeddingError> {
+    ) -> Result<Vec<f32>, BackendError> {
         let body = serde_json::json!({ "model": model, "input": [text] });
         let response = http
             .post(url.clone())
@@ -189,16 +159,14 @@ impl Embedder {
             .await
             .map_err(from_reqwest)?;
         let status = response.status();
-        if status.is_server_error() {
-            return Err(EmbeddingError::Server(status.as_u16()));
-        }
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            return Err(EmbeddingError::Validation(format!(
-                "HTTP {}: {}",
-                status.as_u16(),
-                text.chars().take(200).collect::<String>()
-            )));
+            let start: String = text.chars().take(200).collect();
+            return Err(BackendError::from_http_status(
+                Backend::Embeddings,
+                status,
+                &start,
+            ));
         }
         let parsed: EmbeddingsResponse = response.json().await.map_err(from_reqwest)?;
         let vector = parsed
@@ -206,9 +174,12 @@ impl Embedder {
             .into_iter()
             .next()
             .map(|item| item.embedding)
-            .ok_or_else(|| EmbeddingError::Protocol("no embedding in the response".into()))?;
+            .ok_or_else(|| {
+                let message = "unexpected answer: no embedding in the response";
+                BackendError::new(Backend::Embeddings, ErrorKind::Protocol, message)
+            })?;
         if vector.len() != self.dimensions {
-            return Err(EmbeddingError::Validation(format!(
+            return Err(invalid(format!(
                 "the model returned {} dimensions; embeddings.dimensions is {}",
                 vector.len(),
                 self.dimensions
@@ -218,15 +189,6 @@ impl Embedder {
     }
 }
 
-/// As the Chroma client classifies them: a body that does not decode is the
-/// server's answer (`protocol`); anything else is the connection.
-fn from_reqwest(err: reqwest::Error) -> EmbeddingError {
-    let err = err.without_url();
-    if err.is_timeout() {
-        EmbeddingError::Timeout
-    } else if err.is_decode() || err.is_body() {
-        EmbeddingError::Protocol(error_chain(&err))
-    } else {
-        EmbeddingError::Connection(error_chain(&err))
-    }
+fn from_reqwest(err: reqwest::Error) -> BackendError {
+    BackendError::from_reqwest(Backend::Embeddings, err)
 }

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backends::Status;
+use crate::backends::probe::Status;
 use crate::health::HealthSources;
 use crate::metrics::Metrics;
 

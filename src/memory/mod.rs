@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::redis::RedisInfo;
-use crate::cache::CacheManager;
+use crate::cache::Pool;
 use crate::config::MemoryConfig;
 use crate::metrics::{label_values, register_sampled, Sampled};
 use sources::{parse_cgroup_value, parse_meminfo, parse_psi, parse_self_cgroup, CgroupPath, Psi};
@@ -168,7 +168,7 @@ struct Sample {
 /// The monitor and its state.
 pub(crate) struct MemoryMonitor {
     config: MemoryConfig,
-    cache: Arc<CacheManager>,
+    cache: Arc<dyn Pool>,
     redis: watch::Receiver<Option<RedisInfo>>,
     metrics: MemoryMetrics,
     rss: Arc<AtomicU64>,
@@ -178,7 +178,7 @@ impl MemoryMonitor {
     /// A monitor for `cache`, publishing into `metrics`.
     pub(crate) fn new(
         config: &MemoryConfig,
-        cache: Arc<CacheManager>,
+        cache: Arc<dyn Pool>,
         redis: watch::Receiver<Option<RedisInfo>>,
         metrics: MemoryMetrics,
     ) -> Self {
@@ -391,3 +391,6 @@ impl MemoryMonitor {
 fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -27,9 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use metrics::WorkloadMetrics;
 use model::{Model, Op, Operation};
-pub(crate) use ops::{OpError, Operations, Outcome};
+pub(crate) use ops::{Caches, OpError, Operations, Outcome};
 use pacer::Pacer;
 
+use crate::backends::probe::Probe;
 use crate::config::{Config, WorkloadConfig};
 
 /// The scheduler and what it drives.
@@ -171,8 +172,9 @@ impl Workload {
     /// `--once`: every operation once, reads twice so both cache outcomes
     /// show; then the same cleanup as at exit if configured.
     pub(crate) async fn once(&self) -> OnceReport {
-        self.ops.redis.probe_once().await;
-        self.ops.chroma.probe_once().await;
+        // Resolves the collection's ownership before the first write.
+        self.ops.redis.probe().await;
+        self.ops.chroma.probe().await;
         let question = "how do I reset my password";
         let steps = [
             Op::GetChatHistory { session: 0 },

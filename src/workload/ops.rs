@@ -9,12 +9,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::model::{normalize, Op};
-use crate::backends::chroma::{ChromaBackend, ChromaError, QueryHits};
-use crate::backends::redis::{RedisBackend, RedisError};
-use crate::backends::ErrorKind;
-use crate::cache::{CacheManager, ChatHistory, Lookup};
+use crate::backends::chroma::{ChromaBackend, QueryHits};
+use crate::backends::redis::RedisBackend;
+use crate::backends::{BackendError, ErrorKind};
+use crate::cache::{CacheManager, ChatHistory, Lookup, Weigh};
 use crate::config::Config;
-use crate::embeddings::{Embedder, EmbeddingError};
+use crate::embeddings::Embedder;
 use crate::metrics::label_values;
 
 label_values! {
@@ -39,12 +39,8 @@ impl From<Lookup> for Outcome {
 /// Why an operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum OpError {
-    #[error("redis: {0}")]
-    Redis(#[from] RedisError),
-    #[error("chroma: {0}")]
-    Chroma(#[from] ChromaError),
-    #[error("embeddings: {0}")]
-    Embeddings(#[from] EmbeddingError),
+    #[error("{}: {}", .0.backend.as_str(), .0.message)]
+    Backend(#[from] BackendError),
     /// The daemon will not do this (e.g. write to a collection it does not own).
     #[error("{0}")]
     Refused(String),
@@ -54,11 +50,27 @@ impl OpError {
     /// The `kind` label for this error.
     pub(crate) fn kind(&self) -> ErrorKind {
         match self {
-            Self::Redis(err) => err.kind(),
-            Self::Chroma(err) => err.kind(),
-            Self::Embeddings(err) => err.kind(),
+            Self::Backend(err) => err.kind,
             Self::Refused(_) => ErrorKind::Validation,
         }
+    }
+}
+
+/// What the similarity cache holds: the nearest memories to a query.
+pub(crate) type Similar = Arc<QueryHits>;
+
+/// The caches the operations read through.
+pub(crate) type Caches = CacheManager<Similar>;
+
+impl Weigh for Similar {
+    fn weight(&self) -> usize {
+        let ids: usize = self.ids.iter().map(|s| 24 + s.len()).sum();
+        let documents: usize = self
+            .documents
+            .iter()
+            .map(|d| 24 + d.as_ref().map_or(0, String::len))
+            .sum();
+        16 + 72 + ids + documents + self.distances.len() * 8
     }
 }
 
@@ -79,7 +91,7 @@ const MEMORY_TRIM_BATCH: usize = 100;
 pub(crate) struct Operations {
     pub(crate) redis: Arc<RedisBackend>,
     pub(crate) chroma: Arc<ChromaBackend>,
-    pub(crate) cache: Arc<CacheManager>,
+    pub(crate) cache: Arc<Caches>,
     pub(crate) embedder: Arc<Embedder>,
     prefix: String,
     history_limit: i64,
@@ -96,7 +108,7 @@ impl Operations {
         config: &Config,
         redis: Arc<RedisBackend>,
         chroma: Arc<ChromaBackend>,
-        cache: Arc<CacheManager>,
+        cache: Arc<Caches>,
         embedder: Arc<Embedder>,
     ) -> Self {
         Self {

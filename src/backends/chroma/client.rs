@@ -8,74 +8,37 @@
 use std::time::Instant;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::backends::{error_chain, Backend, BackendMetrics, ErrorKind, Request};
+use crate::backends::{
+    error_chain, request_labels, Backend, BackendError, BackendMetrics, ErrorKind,
+};
 use crate::config::{ChromaConfig, TokenHeader};
 
-/// A failed Chroma call.
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum ChromaError {
-    /// No answer within `chroma.timeout`.
-    #[error("no answer within the timeout")]
-    Timeout,
-    /// Could not connect or the connection broke.
-    #[error("connection failed: {0}")]
-    Connection(String),
-    /// An answer that was not what the v2 API promises.
-    #[error("unexpected answer: {0}")]
-    Protocol(String),
-    /// HTTP 4xx: the request was refused (404 included).
-    #[error("HTTP {status}: {message}")]
-    Rejected {
-        /// The HTTP status.
-        status: StatusCode,
-        /// Chroma's `error: message`, or the body's start.
-        message: String,
-    },
-    /// The configured collection is not the daemon's: nothing is sent.
-    #[error("refusing to touch collection {0:?}: it exists without the created_by=llm-cache-exporter marker")]
-    NotOwned(String),
-    /// HTTP 5xx.
-    #[error("HTTP {status}: {message}")]
-    Server {
-        /// The HTTP status.
-        status: StatusCode,
-        /// Chroma's `error: message`, or the body's start.
-        message: String,
-    },
+request_labels! {
+    /// A request to Chroma, as the `request` label spells it.
+    pub(crate) enum ChromaRequest for Chroma {
+        Heartbeat => "heartbeat",
+        GetCollection => "get_collection",
+        CreateCollection => "create_collection",
+        DeleteCollection => "delete_collection",
+        Add => "add",
+        Query => "query",
+        Count => "count",
+        Delete => "delete",
+    }
 }
 
-impl ChromaError {
-    /// The `kind` label for this error.
-    pub(crate) fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Timeout => ErrorKind::Timeout,
-            Self::Connection(_) => ErrorKind::Connection,
-            Self::Protocol(_) => ErrorKind::Protocol,
-            Self::Rejected { .. } | Self::NotOwned(_) => ErrorKind::Validation,
-            Self::Server { .. } => ErrorKind::Server,
-        }
-    }
+/// A Chroma error of `kind`.
+pub(crate) fn chroma_error(kind: ErrorKind, message: impl Into<String>) -> BackendError {
+    BackendError::new(Backend::Chroma, kind, message)
+}
 
-    /// Whether this is a 404, e.g. a collection that does not exist.
-    pub(crate) fn is_not_found(&self) -> bool {
-        matches!(self, Self::Rejected { status, .. } if *status == StatusCode::NOT_FOUND)
-    }
-
-    fn from_reqwest(err: reqwest::Error) -> Self {
-        let err = err.without_url();
-        if err.is_timeout() {
-            Self::Timeout
-        } else if err.is_decode() || err.is_body() {
-            Self::Protocol(error_chain(&err))
-        } else {
-            Self::Connection(error_chain(&err))
-        }
-    }
+fn from_reqwest(err: reqwest::Error) -> BackendError {
+    BackendError::from_reqwest(Backend::Chroma, err)
 }
 
 /// A collection as the v2 API describes it (the fields we use).
@@ -137,9 +100,12 @@ pub(crate) struct ChromaClient {
 
 impl ChromaClient {
     /// Builds the client; no request is made.
-    pub(crate) fn new(config: &ChromaConfig, metrics: BackendMetrics) -> Result<Self, ChromaError> {
+    pub(crate) fn new(
+        config: &ChromaConfig,
+        metrics: BackendMetrics,
+    ) -> Result<Self, BackendError> {
         let mut headers = HeaderMap::new();
-        if let Some(token) = &config.token {
+        if let Some(token) = config.token_file.as_ref().map(|file| &file.secret) {
             let (name, value) = match config.token_header {
                 TokenHeader::XChromaToken => (
                     HeaderName::from_static("x-chroma-token"),
@@ -148,7 +114,10 @@ impl ChromaClient {
                 TokenHeader::Authorization => (AUTHORIZATION, format!("Bearer {}", token.expose())),
             };
             let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                ChromaError::Connection("the Chroma token is not a valid HTTP header value".into())
+                chroma_error(
+                    ErrorKind::Connection,
+                    "the Chroma token is not a valid HTTP header value",
+                )
             })?;
             value.set_sensitive(true);
             headers.insert(name, value);
@@ -161,21 +130,29 @@ impl ChromaClient {
             .user_agent(concat!("llm-cache-exporter/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.tls_ca_file {
             let pem = std::fs::read(path).map_err(|err| {
-                ChromaError::Connection(format!("cannot read {}: {err}", path.display()))
+                chroma_error(
+                    ErrorKind::Connection,
+                    format!("cannot read {}: {err}", path.display()),
+                )
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
-                ChromaError::Connection(format!("{}: {}", path.display(), error_chain(&err)))
+                chroma_error(
+                    ErrorKind::Connection,
+                    format!("{}: {}", path.display(), error_chain(&err)),
+                )
             })?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder.build().map_err(ChromaError::from_reqwest)?;
+        let http = builder.build().map_err(from_reqwest)?;
         let api = |path: &str| {
-            config
-                .url
-                .join(path)
-                .map_err(|err| ChromaError::Connection(format!("cannot build the API URL: {err}")))
+            config.url.0.join(path).map_err(|err| {
+                chroma_error(
+                    ErrorKind::Connection,
+                    format!("cannot build the API URL: {err}"),
+                )
+            })
         };
         let collections = format!(
             "api/v2/tenants/{}/databases/{}/collections",
@@ -190,9 +167,9 @@ impl ChromaClient {
     }
 
     /// `GET /api/v2/heartbeat`.
-    pub(crate) async fn heartbeat(&self) -> Result<(), ChromaError> {
+    pub(crate) async fn heartbeat(&self) -> Result<(), BackendError> {
         let url = self.heartbeat_url.clone();
-        self.call::<serde_json::Value>(Request::Heartbeat, Method::GET, url, None)
+        self.call::<serde_json::Value>(ChromaRequest::Heartbeat, Method::GET, url, None)
             .await
             .map(drop)
     }
@@ -201,10 +178,10 @@ impl ChromaClient {
     pub(crate) async fn get_collection(
         &self,
         name: &str,
-    ) -> Result<Option<Collection>, ChromaError> {
+    ) -> Result<Option<Collection>, BackendError> {
         let url = self.collection_url(name, "")?;
         match self
-            .call(Request::GetCollection, Method::GET, url, None)
+            .call(ChromaRequest::GetCollection, Method::GET, url, None)
             .await
         {
             Ok(collection) => Ok(Some(collection)),
@@ -218,22 +195,27 @@ impl ChromaClient {
         &self,
         name: &str,
         metadata: serde_json::Value,
-    ) -> Result<Collection, ChromaError> {
+    ) -> Result<Collection, BackendError> {
         let body = serde_json::to_value(CreateCollection {
             name,
             metadata,
             get_or_create: true,
         })
-        .map_err(|err| ChromaError::Protocol(err.to_string()))?;
+        .map_err(|err| chroma_error(ErrorKind::Protocol, err.to_string()))?;
         let url = self.collections_url.clone();
-        self.call(Request::CreateCollection, Method::POST, url, Some(body))
-            .await
+        self.call(
+            ChromaRequest::CreateCollection,
+            Method::POST,
+            url,
+            Some(body),
+        )
+        .await
     }
 
     /// Deletes the collection called `name`.
-    pub(crate) async fn delete_collection(&self, name: &str) -> Result<(), ChromaError> {
+    pub(crate) async fn delete_collection(&self, name: &str) -> Result<(), BackendError> {
         let url = self.collection_url(name, "")?;
-        self.call::<serde_json::Value>(Request::DeleteCollection, Method::DELETE, url, None)
+        self.call::<serde_json::Value>(ChromaRequest::DeleteCollection, Method::DELETE, url, None)
             .await
             .map(drop)
     }
@@ -245,11 +227,11 @@ impl ChromaClient {
         ids: &[String],
         embeddings: &[Vec<f32>],
         documents: &[String],
-    ) -> Result<(), ChromaError> {
+    ) -> Result<(), BackendError> {
         let body =
             serde_json::json!({ "ids": ids, "embeddings": embeddings, "documents": documents });
         let url = self.collection_url(id, "add")?;
-        self.call::<serde_json::Value>(Request::Add, Method::POST, url, Some(body))
+        self.call::<serde_json::Value>(ChromaRequest::Add, Method::POST, url, Some(body))
             .await
             .map(drop)
     }
@@ -260,7 +242,7 @@ impl ChromaClient {
         id: &str,
         embedding: &[f32],
         n_results: usize,
-    ) -> Result<QueryHits, ChromaError> {
+    ) -> Result<QueryHits, BackendError> {
         let body = serde_json::json!({
             "query_embeddings": [embedding],
             "n_results": n_results,
@@ -268,7 +250,7 @@ impl ChromaClient {
         });
         let url = self.collection_url(id, "query")?;
         let response: QueryResponse = self
-            .call(Request::Query, Method::POST, url, Some(body))
+            .call(ChromaRequest::Query, Method::POST, url, Some(body))
             .await?;
         Ok(QueryHits {
             ids: first_query(Some(response.ids)),
@@ -278,24 +260,25 @@ impl ChromaClient {
     }
 
     /// The number of records in the collection with UUID `id`.
-    pub(crate) async fn count(&self, id: &str) -> Result<u64, ChromaError> {
+    pub(crate) async fn count(&self, id: &str) -> Result<u64, BackendError> {
         let url = self.collection_url(id, "count")?;
-        self.call(Request::Count, Method::GET, url, None).await
+        self.call(ChromaRequest::Count, Method::GET, url, None)
+            .await
     }
 
     /// Deletes records by id from the collection with UUID `id`.
-    pub(crate) async fn delete(&self, id: &str, ids: &[String]) -> Result<(), ChromaError> {
+    pub(crate) async fn delete(&self, id: &str, ids: &[String]) -> Result<(), BackendError> {
         let body = serde_json::json!({ "ids": ids });
         let url = self.collection_url(id, "delete")?;
-        self.call::<serde_json::Value>(Request::Delete, Method::POST, url, Some(body))
+        self.call::<serde_json::Value>(ChromaRequest::Delete, Method::POST, url, Some(body))
             .await
             .map(drop)
     }
 
-    fn collection_url(&self, name_or_id: &str, action: &str) -> Result<Url, ChromaError> {
+    fn collection_url(&self, name_or_id: &str, action: &str) -> Result<Url, BackendError> {
         let mut url = self.collections_url.clone();
         url.path_segments_mut()
-            .map_err(|()| ChromaError::Connection("the Chroma URL cannot take a path".into()))?
+            .map_err(|()| chroma_error(ErrorKind::Connection, "the Chroma URL cannot take a path"))?
             .pop_if_empty()
             .push(name_or_id)
             .extend((!action.is_empty()).then_some(action));
@@ -304,15 +287,14 @@ impl ChromaClient {
 
     async fn call<T: DeserializeOwned>(
         &self,
-        request: Request,
+        request: ChromaRequest,
         method: Method,
         url: Url,
         body: Option<serde_json::Value>,
-    ) -> Result<T, ChromaError> {
+    ) -> Result<T, BackendError> {
         let start = Instant::now();
         let result = self.send(method, url, body).await;
-        self.metrics
-            .observe(Backend::Chroma, request, start.elapsed());
+        self.metrics.observe(request, start.elapsed());
         result
     }
 
@@ -321,29 +303,30 @@ impl ChromaClient {
         method: Method,
         url: Url,
         body: Option<serde_json::Value>,
-    ) -> Result<T, ChromaError> {
+    ) -> Result<T, BackendError> {
         let mut builder = self.http.request(method, url);
         if let Some(body) = body {
             builder = builder.json(&body);
         }
-        let response = builder.send().await.map_err(ChromaError::from_reqwest)?;
+        let response = builder.send().await.map_err(from_reqwest)?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(ChromaError::from_reqwest)?;
+        let bytes = response.bytes().await.map_err(from_reqwest)?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|err| {
-                ChromaError::Protocol(format!(
-                    "HTTP {status} with a body that does not parse: {err}"
-                ))
+                chroma_error(
+                    ErrorKind::Protocol,
+                    format!("HTTP {status} with a body that does not parse: {err}"),
+                )
             });
         }
         let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) if !body.message.is_empty() => format!("{}: {}", body.error, body.message),
             _ => String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
         };
-        if status.is_server_error() {
-            Err(ChromaError::Server { status, message })
-        } else {
-            Err(ChromaError::Rejected { status, message })
-        }
+        Err(BackendError::from_http_status(
+            Backend::Chroma,
+            status,
+            &message,
+        ))
     }
 }

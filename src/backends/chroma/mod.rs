@@ -15,9 +15,11 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use client::{ChromaClient, ChromaError, Collection, QueryHits};
+use client::chroma_error;
+pub(crate) use client::{ChromaClient, Collection, QueryHits};
 
-use super::{millis_since, probe_loop, Backend, BackendMetrics, ComponentHealth, Status};
+use super::probe::{millis_since, probe_loop, ComponentHealth, HealthPublisher, Probe, Status};
+use super::{Backend, BackendError, BackendMetrics, ErrorKind};
 use crate::config::ChromaConfig;
 use crate::metrics::Sampled;
 
@@ -45,11 +47,10 @@ pub(crate) struct ChromaBackend {
     client: ChromaClient,
     collection: String,
     endpoint: String,
-    metrics: BackendMetrics,
     records: Sampled,
     ownership: watch::Sender<Ownership>,
     resolving: tokio::sync::Mutex<()>,
-    health: watch::Sender<ComponentHealth>,
+    health: HealthPublisher,
 }
 
 impl ChromaBackend {
@@ -58,21 +59,20 @@ impl ChromaBackend {
         config: &ChromaConfig,
         metrics: BackendMetrics,
         records: Sampled,
-    ) -> Result<Self, ChromaError> {
+    ) -> Result<Self, BackendError> {
         let endpoint = format!(
             "{}:{}",
-            config.url.host_str().unwrap_or("?"),
-            config.url.port_or_known_default().unwrap_or(8000)
+            config.url.0.host_str().unwrap_or("?"),
+            config.url.0.port_or_known_default().unwrap_or(8000)
         );
         Ok(Self {
             client: ChromaClient::new(config, metrics.clone())?,
             collection: config.collection.clone(),
             endpoint,
-            metrics,
+            health: HealthPublisher::new(Backend::Chroma, metrics, ComponentHealth::starting()),
             records,
             ownership: watch::Sender::new(Ownership::Unknown),
             resolving: tokio::sync::Mutex::new(()),
-            health: watch::Sender::new(ComponentHealth::starting()),
         })
     }
 
@@ -84,18 +84,24 @@ impl ChromaBackend {
     /// The UUID of the probe collection, if the daemon owns it. Every read
     /// and write of records goes through this, so a foreign collection is
     /// never touched.
-    pub(crate) async fn owned_collection(&self) -> Result<String, ChromaError> {
+    pub(crate) async fn owned_collection(&self) -> Result<String, BackendError> {
         match self.ensure_ownership().await? {
             Ownership::Owned { id } => Ok(id),
             Ownership::Foreign | Ownership::Unknown => {
-                Err(ChromaError::NotOwned(self.collection.clone()))
+                Err(chroma_error(
+                    ErrorKind::Validation,
+                    format!(
+                        "refusing to touch collection {:?}: it exists without the {OWNER_KEY}={OWNER_VALUE} marker",
+                        self.collection
+                    ),
+                ))
             }
         }
     }
 
     /// The ownership, resolving it first if it is unknown. One resolution
     /// runs at a time; callers that arrive meanwhile reuse its answer.
-    async fn ensure_ownership(&self) -> Result<Ownership, ChromaError> {
+    async fn ensure_ownership(&self) -> Result<Ownership, BackendError> {
         let current = self.ownership.borrow().clone();
         if current != Ownership::Unknown {
             return Ok(current);
@@ -126,7 +132,7 @@ impl ChromaBackend {
     /// Deletes the probe collection if, checked again right now, it still
     /// carries the marker and is the one the daemon resolved. Returns whether
     /// it deleted anything.
-    pub(crate) async fn delete_owned_collection(&self) -> Result<bool, ChromaError> {
+    pub(crate) async fn delete_owned_collection(&self) -> Result<bool, BackendError> {
         let Ownership::Owned { id } = self.ownership.borrow().clone() else {
             return Ok(false);
         };
@@ -140,60 +146,13 @@ impl ChromaBackend {
         }
     }
 
-    /// Probes until `cancel`: every 2 s while up, backing off
-    /// while down.
+    /// Probes until `cancel`.
     pub(crate) async fn run_probe(self: Arc<Self>, cancel: CancellationToken) {
-        probe_loop(
-            Backend::Chroma,
-            &self.endpoint,
-            &self.health,
-            cancel,
-            || self.probe_once(),
-        )
-        .await;
-    }
-
-    /// One probe: heartbeat, collection ownership, count. Returns whether
-    /// Chroma answered.
-    pub(crate) async fn probe_once(&self) -> bool {
-        let start = Instant::now();
-        if let Err(err) = self.client.heartbeat().await {
-            self.metrics.set_up(Backend::Chroma, false);
-            self.records.clear();
-            self.health.send_replace(ComponentHealth::down(format!(
-                "heartbeat {} failed ({}): {err}",
-                self.endpoint,
-                err.kind().as_str()
-            )));
-            return false;
-        }
-        let latency_ms = millis_since(start);
-        self.metrics.set_up(Backend::Chroma, true);
-        let (status, collection) = match self.check_collection().await {
-            Ok(text) => text,
-            Err(err) => (
-                Status::Degraded,
-                format!(
-                    "collection {:?} unavailable ({}): {err}",
-                    self.collection,
-                    err.kind().as_str()
-                ),
-            ),
-        };
-        self.health.send_replace(ComponentHealth {
-            status,
-            details: format!(
-                "chroma at {}: heartbeat in {latency_ms:.2} ms; {collection}",
-                self.endpoint
-            ),
-            latency_ms: Some(latency_ms),
-            used_memory_mb: None,
-        });
-        true
+        probe_loop(self.as_ref(), &self.health, cancel).await;
     }
 
     /// Resolves ownership if needed and counts our collection's records.
-    async fn check_collection(&self) -> Result<(Status, String), ChromaError> {
+    async fn check_collection(&self) -> Result<(Status, String), BackendError> {
         let ownership = self.ensure_ownership().await?;
         match ownership {
             // `resolve_ownership` never answers Unknown.
@@ -230,7 +189,7 @@ impl ChromaBackend {
         }
     }
 
-    async fn resolve_ownership(&self) -> Result<Ownership, ChromaError> {
+    async fn resolve_ownership(&self) -> Result<Ownership, BackendError> {
         let collection = match self.client.get_collection(&self.collection).await? {
             Some(existing) => existing,
             None => {
@@ -248,6 +207,42 @@ impl ChromaBackend {
         } else {
             Ownership::Foreign
         })
+    }
+}
+
+impl Probe for ChromaBackend {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Heartbeat, collection ownership, count.
+    async fn probe(&self) -> ComponentHealth {
+        let start = Instant::now();
+        if let Err(err) = self.client.heartbeat().await {
+            self.records.clear();
+            return ComponentHealth::down(format!(
+                "heartbeat {} failed ({}): {err}",
+                self.endpoint,
+                err.kind.as_str()
+            ));
+        }
+        let latency_ms = millis_since(start);
+        let (status, collection) = match self.check_collection().await {
+            Ok(text) => text,
+            Err(err) => (
+                Status::Degraded,
+                format!(
+                    "collection {:?} unavailable ({}): {err}",
+                    self.collection,
+                    err.kind.as_str()
+                ),
+            ),
+        };
+        let details = format!(
+            "chroma at {}: heartbeat in {latency_ms:.2} ms; {collection}",
+            self.endpoint
+        );
+        ComponentHealth::new(status, details, Some(latency_ms))
     }
 }
 

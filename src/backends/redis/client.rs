@@ -22,8 +22,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::resp::{self, Commands, Reply, REPLY_MAX};
-use super::RedisError;
-use crate::backends::{Backoff, ErrorKind};
+use crate::backends::probe::Backoff;
+use crate::backends::{Backend, BackendError, ErrorKind};
 use crate::config::{RedisConfig, Secret};
 use crate::pem;
 
@@ -51,45 +51,28 @@ pub(super) struct Client {
 struct ConnectState {
     backoff: Backoff,
     /// After a failed connect: no new attempt before this, and its error.
-    failed: Option<(Instant, RedisError)>,
+    failed: Option<(Instant, BackendError)>,
 }
 
 impl Client {
     /// Reads the TLS material and checks the URL; connects nothing.
-    pub(super) fn new(config: &RedisConfig) -> Result<Self, RedisError> {
+    pub(super) fn new(config: &RedisConfig) -> Result<Self, BackendError> {
         let url = &config.url;
-        let host = url
-            .host_str()
-            .ok_or_else(|| invalid("the Redis URL has no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let db = match url.path().trim_start_matches('/') {
-            "" => 0,
-            db => db
-                .parse()
-                .map_err(|_| invalid(format!("{db:?} is not a database number")))?,
-        };
-        let username = Some(url.username()).filter(|u| !u.is_empty()).map(|u| {
-            percent_encoding::percent_decode_str(u)
-                .decode_utf8_lossy()
-                .into_owned()
-        });
-        let tls = if url.scheme() == "rediss" {
-            let name = ServerName::try_from(host.clone())
-                .map_err(|_| invalid(format!("{host:?} is not a valid TLS server name")))?;
+        let tls = if url.tls {
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|_| invalid(format!("{:?} is not a valid TLS server name", url.host)))?;
             Some((TlsConnector::from(Arc::new(tls_config(config)?)), name))
         } else {
             None
         };
         Ok(Self {
             target: Target {
-                host,
-                port: url.port().unwrap_or(6379),
+                host: url.host.clone(),
+                port: url.port,
                 tls,
-                username,
+                username: url.username.clone(),
                 password: config.password.clone(),
-                db,
+                db: url.db,
             },
             idle: Mutex::new(Vec::new()),
             connects: Mutex::new(ConnectState::default()),
@@ -103,7 +86,7 @@ impl Client {
     /// `timeout`, a proxy or a NAT). If one fails before any byte of a reply
     /// arrives, the server never read the commands, so they are sent once
     /// more on a fresh connection instead of failing the request.
-    pub(super) async fn send(&self, commands: &Commands) -> Result<Vec<Reply>, RedisError> {
+    pub(super) async fn send(&self, commands: &Commands) -> Result<Vec<Reply>, BackendError> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let (connection, replies) = match idle {
             Some(mut connection) => match connection.round_trip(commands).await {
@@ -136,7 +119,7 @@ impl Client {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    async fn connect(&self) -> Result<Connection, RedisError> {
+    async fn connect(&self) -> Result<Connection, BackendError> {
         if let Some((until, err)) = &self
             .connects
             .lock()
@@ -163,32 +146,27 @@ impl Client {
     }
 }
 
-fn invalid(message: impl Into<String>) -> RedisError {
-    RedisError::Failed {
-        kind: ErrorKind::Validation,
-        message: message.into(),
-    }
+fn invalid(message: impl Into<String>) -> BackendError {
+    BackendError::new(Backend::Redis, ErrorKind::Validation, message.into())
 }
 
 /// Connecting, TLS (rustls reports certificate errors as I/O errors), reading
 /// and writing all fail the same way: the connection is unusable.
-fn connection_error(context: &str, err: &io::Error) -> RedisError {
-    RedisError::Failed {
-        kind: ErrorKind::Connection,
-        message: format!("{context}: {err}"),
-    }
+fn connection_error(context: &str, err: &io::Error) -> BackendError {
+    BackendError::new(
+        Backend::Redis,
+        ErrorKind::Connection,
+        format!("{context}: {err}"),
+    )
 }
 
-fn protocol_error(message: impl Into<String>) -> RedisError {
-    RedisError::Failed {
-        kind: ErrorKind::Protocol,
-        message: message.into(),
-    }
+fn protocol_error(message: impl Into<String>) -> BackendError {
+    BackendError::new(Backend::Redis, ErrorKind::Protocol, message.into())
 }
 
 /// rustls settings for `rediss://`: the CA file or the system roots, and
 /// the client certificate if one is configured.
-fn tls_config(config: &RedisConfig) -> Result<rustls::ClientConfig, RedisError> {
+fn tls_config(config: &RedisConfig) -> Result<rustls::ClientConfig, BackendError> {
     let roots = match &config.tls_ca_file {
         Some(path) => pem::roots(path).map_err(invalid)?,
         None => {
@@ -216,7 +194,7 @@ fn tls_config(config: &RedisConfig) -> Result<rustls::ClientConfig, RedisError> 
 
 /// A failed round trip, and whether the server had answered any of it.
 struct Failure {
-    error: RedisError,
+    error: BackendError,
     unanswered: bool,
 }
 
@@ -232,7 +210,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(target: &Target) -> Result<Self, RedisError> {
+    async fn open(target: &Target) -> Result<Self, BackendError> {
         let tcp = TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(|err| connection_error("connect", &err))?;
@@ -267,10 +245,11 @@ impl Connection {
                         Some(secret) => secret.scrub(&message),
                         None => message,
                     };
-                    return Err(RedisError::Failed {
-                        kind: ErrorKind::Connection,
-                        message: format!("authentication failed: {message}"),
-                    });
+                    return Err(BackendError::new(
+                        Backend::Redis,
+                        ErrorKind::Connection,
+                        format!("authentication failed: {message}"),
+                    ));
                 }
             }
         }
@@ -312,10 +291,11 @@ impl Connection {
                     };
                     let unanswered = self.read.is_empty();
                     let error = match read {
-                        Ok(0) => RedisError::Failed {
-                            kind: ErrorKind::Connection,
-                            message: "the server closed the connection".into(),
-                        },
+                        Ok(0) => BackendError::new(
+                            Backend::Redis,
+                            ErrorKind::Connection,
+                            "the server closed the connection",
+                        ),
                         Ok(_) => continue,
                         Err(err) => connection_error("read", &err),
                     };

@@ -20,55 +20,37 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use info::{parse_info, RedisInfo};
 
-use super::{
-    millis_since, probe_loop, Backend, BackendMetrics, ComponentHealth, ErrorKind, Request, Status,
-};
+use super::probe::{millis_since, probe_loop, ComponentHealth, HealthPublisher, Probe, Status};
+use super::{request_labels, Backend, BackendError, BackendMetrics, ErrorKind};
 use crate::config::{RedisConfig, Secret};
 use crate::metrics::{register_sampled, Sampled};
 use client::Client;
 use resp::{Commands, Reply};
 
-/// A failed Redis request. Messages never contain the password.
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum RedisError {
-    /// No answer within `redis.timeout`.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// An error from the client library or the server.
-    #[error("{message}")]
-    Failed {
-        /// The `kind` label.
-        kind: ErrorKind,
-        /// What went wrong, scrubbed of secrets.
-        message: String,
-    },
+request_labels! {
+    /// A request to Redis, as the `request` label spells it.
+    pub(crate) enum RedisRequest for Redis {
+        Ping => "ping",
+        Info => "info",
+        Lrange => "lrange",
+        StoreEntry => "store_entry",
+        Scan => "scan",
+        Unlink => "unlink",
+    }
 }
 
-impl RedisError {
-    /// The `kind` label for this error.
-    pub(crate) fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Timeout(_) => ErrorKind::Timeout,
-            Self::Failed { kind, .. } => *kind,
-        }
-    }
+/// An error reply, scrubbed of the password.
+fn server_error(message: &str, password: Option<&Secret>) -> BackendError {
+    let message = match password {
+        Some(secret) => secret.scrub(message),
+        None => message.to_owned(),
+    };
+    BackendError::new(Backend::Redis, ErrorKind::Server, message)
+}
 
-    fn server(message: String, password: Option<&Secret>) -> Self {
-        Self::Failed {
-            kind: ErrorKind::Server,
-            message: match password {
-                Some(secret) => secret.scrub(&message),
-                None => message,
-            },
-        }
-    }
-
-    fn unexpected(command: &str, reply: &Reply) -> Self {
-        Self::Failed {
-            kind: ErrorKind::Protocol,
-            message: format!("{command} answered {}", reply.describe()),
-        }
-    }
+fn unexpected(command: &str, reply: &Reply) -> BackendError {
+    let message = format!("{command} answered {}", reply.describe());
+    BackendError::new(Backend::Redis, ErrorKind::Protocol, message)
 }
 
 /// The `llmcache_redis_*` series, from the last successful `INFO`.
@@ -153,7 +135,7 @@ pub(crate) struct RedisBackend {
     endpoint: String,
     metrics: BackendMetrics,
     samples: InfoSamples,
-    health: watch::Sender<ComponentHealth>,
+    health: HealthPublisher,
     info: watch::Sender<Option<RedisInfo>>,
 }
 
@@ -163,20 +145,20 @@ impl RedisBackend {
         config: &RedisConfig,
         metrics: BackendMetrics,
         samples: InfoSamples,
-    ) -> Result<Self, RedisError> {
-        let endpoint = format!(
-            "{}:{}",
-            config.url.host_str().unwrap_or("?"),
-            config.url.port().unwrap_or(6379)
-        );
+    ) -> Result<Self, BackendError> {
+        let endpoint = config.url.endpoint();
         Ok(Self {
             client: Client::new(config)?,
             timeout: config.timeout,
             password: config.password.clone(),
             endpoint,
+            health: HealthPublisher::new(
+                Backend::Redis,
+                metrics.clone(),
+                ComponentHealth::starting(),
+            ),
             metrics,
             samples,
-            health: watch::Sender::new(ComponentHealth::starting()),
             info: watch::Sender::new(None),
         })
     }
@@ -195,24 +177,27 @@ impl RedisBackend {
     /// Sends `commands` with the request timeout, recording the latency, and
     /// returns one reply per command. An error reply from the first command
     /// is returned as an error; later ones are the caller's to judge.
-    async fn call(&self, request: Request, commands: &Commands) -> Result<Vec<Reply>, RedisError> {
+    async fn call(
+        &self,
+        request: RedisRequest,
+        commands: &Commands,
+    ) -> Result<Vec<Reply>, BackendError> {
         let start = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.client.send(commands)).await;
-        self.metrics
-            .observe(Backend::Redis, request, start.elapsed());
+        self.metrics.observe(request, start.elapsed());
         let replies = match result {
-            Err(_) => return Err(RedisError::Timeout(self.timeout)),
+            Err(_) => return Err(BackendError::timeout(Backend::Redis, self.timeout)),
             Ok(Err(err)) => return Err(err),
             Ok(Ok(replies)) => replies,
         };
         if let Some(Reply::Error(message)) = replies.first() {
-            return Err(RedisError::server(message.clone(), self.password.as_ref()));
+            return Err(server_error(message, self.password.as_ref()));
         }
         Ok(replies)
     }
 
     /// One command, one reply.
-    async fn call_one(&self, request: Request, args: &[&[u8]]) -> Result<Reply, RedisError> {
+    async fn call_one(&self, request: RedisRequest, args: &[&[u8]]) -> Result<Reply, BackendError> {
         let mut replies = self.call(request, &Commands::one(args)).await?;
         Ok(replies.pop().unwrap_or(Reply::Bulk(None)))
     }
@@ -223,11 +208,11 @@ impl RedisBackend {
         key: &str,
         start: i64,
         stop: i64,
-    ) -> Result<Vec<String>, RedisError> {
+    ) -> Result<Vec<String>, BackendError> {
         let (start, stop) = (start.to_string(), stop.to_string());
         let reply = self
             .call_one(
-                Request::Lrange,
+                RedisRequest::Lrange,
                 &[b"LRANGE", key.as_bytes(), start.as_bytes(), stop.as_bytes()],
             )
             .await?;
@@ -236,12 +221,12 @@ impl RedisBackend {
                 .into_iter()
                 .map(|item| match item {
                     Reply::Bulk(Some(bytes)) => String::from_utf8(bytes)
-                        .map_err(|_| RedisError::unexpected("LRANGE", &Reply::Bulk(None))),
-                    other => Err(RedisError::unexpected("LRANGE", &other)),
+                        .map_err(|_| unexpected("LRANGE", &Reply::Bulk(None))),
+                    other => Err(unexpected("LRANGE", &other)),
                 })
                 .collect(),
             Reply::Array(None) => Ok(Vec::new()),
-            other => Err(RedisError::unexpected("LRANGE", &other)),
+            other => Err(unexpected("LRANGE", &other)),
         }
     }
 
@@ -252,7 +237,7 @@ impl RedisBackend {
         value: &str,
         keep: i64,
         ttl_ms: u64,
-    ) -> Result<(), RedisError> {
+    ) -> Result<(), BackendError> {
         let keep = (-keep).to_string();
         let ttl = ttl_ms.to_string();
         let key = key.as_bytes();
@@ -262,12 +247,12 @@ impl RedisBackend {
             .push(&[b"LTRIM", key, keep.as_bytes(), b"-1"])
             .push(&[b"PEXPIRE", key, ttl.as_bytes()])
             .push(&[b"EXEC"]);
-        let replies = self.call(Request::StoreEntry, &commands).await?;
+        let replies = self.call(RedisRequest::StoreEntry, &commands).await?;
         match replies.last() {
             Some(Reply::Array(Some(results))) => {
                 match results.iter().find(|r| matches!(r, Reply::Error(_))) {
                     Some(Reply::Error(message)) => {
-                        Err(RedisError::server(message.clone(), self.password.as_ref()))
+                        Err(server_error(message, self.password.as_ref()))
                     }
                     _ => Ok(()),
                 }
@@ -278,26 +263,26 @@ impl RedisBackend {
                     Reply::Error(message) => Some(message.clone()),
                     _ => None,
                 });
-                Err(RedisError::server(
-                    refused.unwrap_or_default(),
+                Err(server_error(
+                    &refused.unwrap_or_default(),
                     self.password.as_ref(),
                 ))
             }
-            Some(other) => Err(RedisError::unexpected("EXEC", other)),
-            None => Err(RedisError::unexpected("EXEC", &Reply::Bulk(None))),
+            Some(other) => Err(unexpected("EXEC", other)),
+            None => Err(unexpected("EXEC", &Reply::Bulk(None))),
         }
     }
 
     /// Deletes every key matching `{prefix}*` with `SCAN` and `UNLINK`, never
     /// `KEYS` or `FLUSH*`. Returns how many keys were removed.
-    pub(crate) async fn unlink_prefix(&self, prefix: &str) -> Result<u64, RedisError> {
+    pub(crate) async fn unlink_prefix(&self, prefix: &str) -> Result<u64, BackendError> {
         let pattern = format!("{prefix}*");
         let mut cursor = "0".to_owned();
         let mut removed = 0;
         loop {
             let reply = self
                 .call_one(
-                    Request::Scan,
+                    RedisRequest::Scan,
                     &[
                         b"SCAN",
                         cursor.as_bytes(),
@@ -314,9 +299,9 @@ impl RedisBackend {
             if !keys.is_empty() {
                 let mut args: Vec<&[u8]> = vec![b"UNLINK"];
                 args.extend(keys.iter().map(|k| k.as_bytes()));
-                match self.call_one(Request::Unlink, &args).await? {
+                match self.call_one(RedisRequest::Unlink, &args).await? {
                     Reply::Integer(n) => removed += u64::try_from(n).unwrap_or(0),
-                    other => return Err(RedisError::unexpected("UNLINK", &other)),
+                    other => return Err(unexpected("UNLINK", &other)),
                 }
             }
             if next == "0" {
@@ -326,49 +311,47 @@ impl RedisBackend {
         }
     }
 
-    /// Probes until `cancel`: every 2 s while up, backing off
-    /// while down. The connection manager reconnects by itself.
+    /// Probes until `cancel`.
     pub(crate) async fn run_probe(self: Arc<Self>, cancel: CancellationToken) {
-        probe_loop(Backend::Redis, &self.endpoint, &self.health, cancel, || {
-            self.probe_once()
-        })
-        .await;
+        probe_loop(self.as_ref(), &self.health, cancel).await;
+    }
+}
+
+impl Probe for RedisBackend {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
-    /// One probe: PING, then INFO. Returns whether Redis answered.
-    pub(crate) async fn probe_once(&self) -> bool {
+    /// PING, then INFO.
+    async fn probe(&self) -> ComponentHealth {
         let start = Instant::now();
-        if let Err(err) = self.call_one(Request::Ping, &[b"PING"]).await {
-            self.metrics.set_up(Backend::Redis, false);
+        if let Err(err) = self.call_one(RedisRequest::Ping, &[b"PING"]).await {
             self.samples.clear();
             self.info.send_replace(None);
-            self.health.send_replace(ComponentHealth::down(format!(
+            return ComponentHealth::down(format!(
                 "PING {} failed ({}): {err}",
                 self.endpoint,
-                err.kind().as_str()
-            )));
-            return false;
+                err.kind.as_str()
+            ));
         }
         let latency_ms = millis_since(start);
-        self.metrics.set_up(Backend::Redis, true);
-        let info = match self.call_one(Request::Info, &[b"INFO"]).await {
+        let info = match self.call_one(RedisRequest::Info, &[b"INFO"]).await {
             Ok(Reply::Bulk(Some(bytes))) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-            Ok(other) => Err(RedisError::unexpected("INFO", &other)),
+            Ok(other) => Err(unexpected("INFO", &other)),
             Err(err) => Err(err),
         };
-        let health = match info {
+        match info {
             Ok(text) => {
                 let info = parse_info(&text);
                 self.samples.update(&info);
+                let version = info.redis_version.as_deref().unwrap_or("(version unknown)");
+                let details = format!(
+                    "redis {version} at {}: PONG in {latency_ms:.2} ms",
+                    self.endpoint
+                );
                 let health = ComponentHealth {
-                    status: Status::Healthy,
-                    details: format!(
-                        "redis {} at {}: PONG in {latency_ms:.2} ms",
-                        info.redis_version.as_deref().unwrap_or("(version unknown)"),
-                        self.endpoint
-                    ),
-                    latency_ms: Some(latency_ms),
                     used_memory_mb: info.used_memory.map(|b| b as f64 / (1024.0 * 1024.0)),
+                    ..ComponentHealth::new(Status::Healthy, details, Some(latency_ms))
                 };
                 self.info.send_replace(Some(info));
                 health
@@ -376,32 +359,26 @@ impl RedisBackend {
             Err(err) => {
                 self.samples.clear();
                 self.info.send_replace(None);
-                ComponentHealth {
-                    status: Status::Degraded,
-                    details: format!(
-                        "{}: PONG, but INFO failed ({}): {err}",
-                        self.endpoint,
-                        err.kind().as_str()
-                    ),
-                    latency_ms: Some(latency_ms),
-                    used_memory_mb: None,
-                }
+                let details = format!(
+                    "{}: PONG, but INFO failed ({}): {err}",
+                    self.endpoint,
+                    err.kind.as_str()
+                );
+                ComponentHealth::new(Status::Degraded, details, Some(latency_ms))
             }
-        };
-        self.health.send_replace(health);
-        true
+        }
     }
 }
 
 /// One `SCAN` page: the next cursor and the keys.
-fn scan_page(reply: Reply) -> Result<(String, Vec<String>), RedisError> {
+fn scan_page(reply: Reply) -> Result<(String, Vec<String>), BackendError> {
     let Reply::Array(Some(mut parts)) = reply else {
-        return Err(RedisError::unexpected("SCAN", &reply));
+        return Err(unexpected("SCAN", &reply));
     };
     let (Some(Reply::Array(Some(keys))), Some(Reply::Bulk(Some(cursor)))) =
         (parts.pop(), parts.pop())
     else {
-        return Err(RedisError::unexpected("SCAN", &Reply::Array(Some(parts))));
+        return Err(unexpected("SCAN", &Reply::Array(Some(parts))));
     };
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     let keys = keys

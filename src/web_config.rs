@@ -26,6 +26,13 @@ use serde::Deserialize;
 
 use crate::pem;
 
+/// The web config file (if any) and what it said.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WebSettings {
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) security: WebSecurity,
+}
+
 /// What the web config file asks of the HTTP server.
 #[derive(Clone, Default)]
 pub(crate) struct WebSecurity {
@@ -78,42 +85,37 @@ struct HttpServerFile {
 
 /// A refusal: the dotted key at fault (empty for the file as a whole) and why.
 #[derive(Debug)]
-pub(super) struct WebFileError {
-    pub(super) key: String,
-    pub(super) message: String,
+pub(crate) struct WebConfigError {
+    key: String,
+    message: String,
 }
 
-impl WebFileError {
-    /// As a configuration error that names the key, the file and the flag.
-    pub(super) fn blame(self, path: &Path, flag: &str) -> super::ConfigError {
+impl WebConfigError {
+    /// Names the key, the file and the flag: `tls_server_config.cert_file
+    /// (in web.yml, from --web.config.file)`, or the flag alone.
+    pub(crate) fn blame(&self, path: &Path, flag: &str) -> String {
         if self.key.is_empty() {
-            super::ConfigError::invalid(flag, self.message)
+            flag.to_owned()
         } else {
-            super::ConfigError::invalid(
-                format!("{} (in {}, from {flag})", self.key, path.display()),
-                self.message,
-            )
+            format!("{} (in {}, from {flag})", self.key, path.display())
         }
     }
-}
 
-impl WebSecurity {
-    /// Reads `path` again, as the watcher does when it or a file it names
-    /// changes.
-    pub(crate) fn reload(path: &Path) -> Result<Self, super::ConfigError> {
-        load(path).map_err(|err| err.blame(path, "--web.config.file"))
+    /// Why it was refused.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
     }
 }
 
-fn refuse(key: &str, message: impl Into<String>) -> WebFileError {
-    WebFileError {
+fn refuse(key: &str, message: impl Into<String>) -> WebConfigError {
+    WebConfigError {
         key: key.to_owned(),
         message: message.into(),
     }
 }
 
 /// Reads and checks the file, loading every certificate and key it names.
-pub(super) fn load(path: &Path) -> Result<WebSecurity, WebFileError> {
+pub(crate) fn load(path: &Path) -> Result<WebSecurity, WebConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| refuse("", format!("cannot read {}: {err}", path.display())))?;
     let file: WebFile = if text.trim().is_empty() {
@@ -168,7 +170,7 @@ enum ClientAuth {
     Verify { required: bool },
 }
 
-fn client_auth(tls: &TlsFile) -> Result<(ClientAuth, &str), WebFileError> {
+fn client_auth(tls: &TlsFile) -> Result<(ClientAuth, &str), WebConfigError> {
     let auth_type = tls.client_auth_type.as_deref().unwrap_or("NoClientCert");
     let key = "tls_server_config.client_auth_type";
     let auth = match auth_type {
@@ -205,7 +207,7 @@ fn client_auth(tls: &TlsFile) -> Result<(ClientAuth, &str), WebFileError> {
     Ok((auth, auth_type))
 }
 
-fn server_config(tls: &TlsFile, base: &Path) -> Result<ServerConfig, WebFileError> {
+fn server_config(tls: &TlsFile, base: &Path) -> Result<ServerConfig, WebConfigError> {
     let versions = versions(tls)?;
     let (client_auth, auth_type) = client_auth(tls)?;
     let cert_file = tls
@@ -261,8 +263,10 @@ fn server_config(tls: &TlsFile, base: &Path) -> Result<ServerConfig, WebFileErro
     Ok(config)
 }
 
-fn versions(tls: &TlsFile) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, WebFileError> {
-    fn rank(key: &str, text: Option<&str>, default: u8) -> Result<u8, WebFileError> {
+fn versions(
+    tls: &TlsFile,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, WebConfigError> {
+    fn rank(key: &str, text: Option<&str>, default: u8) -> Result<u8, WebConfigError> {
         match text {
             None => Ok(default),
             Some("TLS12") => Ok(12),
