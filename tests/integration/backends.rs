@@ -40,8 +40,8 @@ async fn health_and_backend_up_follow_redis_being_killed_and_restarted() {
         "INFO series vanish while Redis is down"
     );
     assert_eq!(
-        app.metric(r#"llmcache_backend_up{backend="chroma"}"#).await,
-        Some(1.0)
+        app.series(r#"llmcache_backend_up{backend="chroma"}"#).await,
+        1.0
     );
 
     redis.restart();
@@ -112,12 +112,12 @@ async fn backends_down_at_start_are_reported_then_picked_up() {
     })
     .await;
     assert_eq!(
-        app.metric(r#"llmcache_backend_up{backend="redis"}"#).await,
-        Some(0.0)
+        app.series(r#"llmcache_backend_up{backend="redis"}"#).await,
+        0.0
     );
     assert_eq!(
-        app.metric(r#"llmcache_backend_up{backend="chroma"}"#).await,
-        Some(0.0)
+        app.series(r#"llmcache_backend_up{backend="chroma"}"#).await,
+        0.0
     );
 
     let _redis = RedisServer::start_on(redis_port, &[]);

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::helpers::{
-    metric_value, poll, spawn_app, write_file, ChromaServer, Daemon, RedisServer, TestApp,
+    poll, series, spawn_app, write_file, ChromaServer, Daemon, RedisServer, TestApp,
 };
 use crate::ingress::Ingress;
 use crate::pki::Pki;
@@ -39,13 +39,12 @@ async fn x_chroma_token_over_https_with_a_private_ca() {
         || async {
             let text = daemon.try_get("/metrics").await?;
             let count = |op: &str, outcome: &str| {
-                metric_value(
+                series(
                     &text,
                     &format!(
                         "llmcache_operation_duration_seconds_count{{operation=\"{op}\",outcome=\"{outcome}\"}}"
                     ),
                 )
-                .unwrap_or(0.0)
             };
             (count("store_memory", "success") > 0.0
                 && count("query_similar_memories", "cache_miss") > 0.0)
@@ -54,8 +53,8 @@ async fn x_chroma_token_over_https_with_a_private_ca() {
     )
     .await;
     assert_eq!(
-        metric_value(&text, r#"llmcache_backend_up{backend="chroma"}"#),
-        Some(1.0)
+        series(&text, r#"llmcache_backend_up{backend="chroma"}"#),
+        1.0
     );
     assert_eq!(
         ingress.refused.load(Ordering::Relaxed),
@@ -174,8 +173,8 @@ async fn a_wrong_token_or_an_untrusted_certificate_is_down_with_the_reason() {
         );
         assert!(!details.contains(TOKEN));
         assert_eq!(
-            app.metric(r#"llmcache_backend_up{backend="chroma"}"#).await,
-            Some(0.0)
+            app.series(r#"llmcache_backend_up{backend="chroma"}"#).await,
+            0.0
         );
         // Redis is unaffected.
         app.wait_for_metric(

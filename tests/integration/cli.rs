@@ -1,6 +1,7 @@
 //! The binary as a user runs it: `--check-config`, precedence, bad input,
 //! log files and signals.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -310,17 +311,28 @@ fn logfmt_is_the_default_format() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Read stderr as it comes, up to the "listening" line.
+    let mut child = child;
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) if line.contains("listening") => break line,
+            Ok(_) => {}
+            Err(err) => panic!("no \"listening\" line within 15 s: {err}"),
+        }
+    };
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("listening"))
-        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(child.wait().unwrap().success());
     assert!(
         line.starts_with("ts=")
             && line.contains("level=info")

@@ -11,7 +11,9 @@ use std::time::Duration;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{metric_value, poll, spawn_app, ChromaServer, Daemon, RedisServer, TestApp};
+use crate::helpers::{
+    metric_value, poll, series, spawn_app, ChromaServer, Daemon, RedisServer, TestApp,
+};
 use crate::ingress::{Fault, Ingress};
 
 const RSS: &str = "process_resident_memory_bytes";
@@ -26,18 +28,24 @@ fn outage() -> Duration {
 }
 
 fn errors(text: &str, operation: &str, kind: &str) -> f64 {
-    metric_value(
+    series(
         text,
         &format!("llmcache_operation_errors_total{{operation=\"{operation}\",kind=\"{kind}\"}}"),
     )
-    .unwrap_or(0.0)
 }
 
+/// Operations that did not fail: `success` for writes, a cache hit or miss
+/// for reads. Each operation exports only the outcomes it can have.
 fn successes(text: &str, operation: &str) -> f64 {
-    ["success", "cache_hit", "cache_miss"]
+    let outcomes: &[&str] = if operation.starts_with("store_") {
+        &["success"]
+    } else {
+        &["cache_hit", "cache_miss"]
+    };
+    outcomes
         .iter()
-        .filter_map(|outcome| {
-            metric_value(
+        .map(|outcome| {
+            series(
                 text,
                 &format!(
                     "llmcache_operation_duration_seconds_count{{operation=\"{operation}\",outcome=\"{outcome}\"}}"
@@ -76,7 +84,7 @@ async fn rss_growth_during_outage(daemon: &Daemon, baseline: f64) -> f64 {
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let text = daemon.get("/metrics").await;
-        peak = peak.max(metric_value(&text, RSS).expect("RSS"));
+        peak = peak.max(series(&text, RSS));
     }
     peak - baseline
 }
@@ -89,8 +97,22 @@ async fn warm_up(daemon: &Daemon) -> f64 {
             .then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    metric_value(&daemon.get("/metrics").await, RSS).expect("RSS")
+    // The baseline is taken once RSS has settled: two samples a second
+    // apart within 64 KiB of each other.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = series(&daemon.get("/metrics").await, RSS);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = series(&daemon.get("/metrics").await, RSS);
+        if (now - last).abs() < 65_536.0 {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "RSS did not settle within 30 s: {last} then {now}"
+        );
+        last = now;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +188,7 @@ impl Outage {
         let growth = rss_growth_during_outage(&daemon, baseline).await;
         let text = daemon.get("/metrics").await;
         let up = |backend: &str| format!("llmcache_backend_up{{backend=\"{backend}\"}}");
-        assert_eq!(metric_value(&text, &up(self.down)), Some(0.0));
+        assert_eq!(series(&text, &up(self.down)), 0.0);
         assert!(errors(&text, self.operation, "connection") > 0.0, "{text}");
         let health = daemon.get("/health").await;
         for (backend, status) in [(self.down, "unhealthy"), (self.up, "healthy")] {
@@ -266,8 +288,8 @@ async fn chroma_answering_500s_then_garbage_is_counted_by_kind_and_recovers() {
     .await;
     // Redis never noticed.
     assert_eq!(
-        app.metric(r#"llmcache_backend_up{backend="redis"}"#).await,
-        Some(1.0)
+        app.series(r#"llmcache_backend_up{backend="redis"}"#).await,
+        1.0
     );
 
     ingress.inject(Fault::None);
@@ -334,8 +356,12 @@ async fn a_hanging_embeddings_endpoint_times_out_and_recovers() {
     assert_eq!(health["embeddings"]["status"], "unhealthy", "{health}");
     // Chat traffic is not held up behind the hung embedder.
     let chat = successes(&app.metrics().await, "get_chat_history");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(successes(&app.metrics().await, "get_chat_history") > chat);
+    poll(
+        "chat reads while the embedder hangs",
+        Duration::from_secs(10),
+        || async { (successes(&app.metrics().await, "get_chat_history") > chat).then_some(()) },
+    )
+    .await;
 
     server.reset().await;
     Mock::given(method("POST"))
@@ -361,18 +387,20 @@ async fn connections_redis_closed_while_idle_are_replaced_without_errors() {
                   store_chat_entry = 0.5\nquery_similar_memories = 0.0\nstore_memory = 0.0\n";
     let (app, _dir) = crate::helpers::spawn_app_with_config(&redis, &chroma, config).await;
     app.wait_backends_up().await;
-    tokio::time::sleep(Duration::from_secs(9)).await;
-    let text = app.metrics().await;
-    let done = successes(&text, "get_chat_history") + successes(&text, "store_chat_entry");
-    assert!(done >= 4.0, "{done} chat operations in 9 s:\n{text}");
+    let text = poll("four chat operations", Duration::from_secs(20), || async {
+        let text = app.metrics().await;
+        let done = successes(&text, "get_chat_history") + successes(&text, "store_chat_entry");
+        (done >= 4.0).then_some(text)
+    })
+    .await;
     for operation in ["get_chat_history", "store_chat_entry"] {
         for kind in ["connection", "timeout", "protocol", "server"] {
             assert_eq!(errors(&text, operation, kind), 0.0, "{operation} {kind}");
         }
     }
     assert_eq!(
-        metric_value(&text, r#"llmcache_backend_up{backend="redis"}"#),
-        Some(1.0)
+        series(&text, r#"llmcache_backend_up{backend="redis"}"#),
+        1.0
     );
     let clients = redis.cli(&["INFO", "stats"]);
     let closed: u64 = clients

@@ -579,9 +579,15 @@ impl TestApp {
         (status, response.json().await.expect("/health is JSON"))
     }
 
-    /// The value of one series in `/metrics`, e.g. `llmcache_backend_up{backend="redis"}`.
+    /// The value of one series in `/metrics`, e.g. `llmcache_backend_up{backend="redis"}`,
+    /// or `None` while it is absent.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         metric_value(&self.metrics().await, series)
+    }
+
+    /// The value of one series in `/metrics`; an absent series fails the test.
+    pub async fn series(&self, name: &str) -> f64 {
+        series(&self.metrics().await, name)
     }
 
     /// Waits until Redis and Chroma are both reported up.
@@ -651,6 +657,21 @@ impl Drop for TestApp {
 }
 
 /// The value of `series` (name plus exact label set) in exposition text.
+/// A series that is not there fails the test, naming it and listing the
+/// series of the same metric that are, so a misspelt label cannot pass.
+pub fn series(text: &str, series: &str) -> f64 {
+    metric_value(text, series).unwrap_or_else(|| {
+        let name = series.split('{').next().unwrap_or(series);
+        let family: Vec<&str> = text.lines().filter(|line| line.starts_with(name)).collect();
+        panic!(
+            "no series {series} in /metrics; {name} has:\n{}",
+            family.join("\n")
+        )
+    })
+}
+
+/// The value of `series`, or `None` while it is absent: for waits, and for
+/// asserting that a series is not exported.
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{backend_flags, spawn_app, ChromaServer, RedisServer};
+use crate::helpers::{backend_flags, series, spawn_app, ChromaServer, RedisServer};
 
 const UP: Duration = Duration::from_secs(15);
 
@@ -112,7 +112,7 @@ async fn metrics_are_served_in_both_formats_with_the_foundation_series() {
     ] {
         assert!(text.contains(series), "missing {series:?} in:\n{text}");
     }
-    let rss = crate::helpers::metric_value(&text, "process_resident_memory_bytes").unwrap();
+    let rss = series(&text, "process_resident_memory_bytes");
     assert!(rss > 1e6 && rss < 1e9, "implausible RSS {rss}");
 }
 
@@ -236,8 +236,8 @@ async fn a_foreign_collection_is_reported_and_left_untouched() {
         "the rest keeps working"
     );
     assert_eq!(
-        app.metric(r#"llmcache_backend_up{backend="chroma"}"#).await,
-        Some(1.0)
+        app.series(r#"llmcache_backend_up{backend="chroma"}"#).await,
+        1.0
     );
 
     let after = chroma.collection("users_memories").await;

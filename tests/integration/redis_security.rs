@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::helpers::{free_port, metric_value, poll, spawn_app, ChromaServer, Daemon, RedisServer};
+use crate::helpers::{
+    free_port, metric_value, poll, series, spawn_app, ChromaServer, Daemon, RedisServer,
+};
 use crate::pki::Pki;
 
 /// The ACLs the README documents, word for word after the user name: by
@@ -70,13 +72,12 @@ async fn acl_is_enough(rules: &str) {
         || async {
             let text = daemon.try_get("/metrics").await?;
             let done = |op: &str, outcome: &str| {
-                metric_value(
+                series(
                     &text,
                     &format!(
                         "llmcache_operation_duration_seconds_count{{operation=\"{op}\",outcome=\"{outcome}\"}}"
                     ),
                 )
-                .unwrap_or(0.0)
                     > 0.0
             };
             (done("get_chat_history", "cache_miss")
@@ -206,8 +207,8 @@ async fn an_untrusted_redis_certificate_is_down_with_the_reason() {
         "the reason names the certificate: {details}"
     );
     assert_eq!(
-        app.metric(r#"llmcache_backend_up{backend="redis"}"#).await,
-        Some(0.0)
+        app.series(r#"llmcache_backend_up{backend="redis"}"#).await,
+        0.0
     );
     app.stop().await;
 }

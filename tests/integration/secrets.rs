@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::{binary, metric_value, poll, ChromaServer, Daemon, RedisServer};
+use crate::helpers::{binary, metric_value, poll, series, ChromaServer, Daemon, RedisServer};
 
 /// Has characters that need percent-encoding in a URL, to prove decoding.
 const PASSWORD: &str = "s3cr3t/Pa55:w0rd@xyzzy";
@@ -28,8 +28,15 @@ async fn assert_never_leaks(args: Vec<String>, expect_up: bool) {
             .then_some(())
     })
     .await;
-    // Let a few probe rounds (and their trace events) happen.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A few more probe rounds, and their trace events, happen.
+    let pings =
+        r#"llmcache_backend_request_duration_seconds_count{backend="redis",request="ping"}"#;
+    let before = series(&daemon.get("/metrics").await, pings);
+    poll("two more Redis probes", Duration::from_secs(15), || async {
+        let text = daemon.try_get("/metrics").await?;
+        (series(&text, pings) >= before + 2.0).then_some(())
+    })
+    .await;
     let health = daemon.get("/health").await;
     assert_no_secret("/health", &health);
     if !expect_up {

@@ -6,17 +6,18 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    binary, free_port, metric_value, spawn_app_with_config, ChromaServer, RedisServer,
+    binary, free_port, metric_value, series, spawn_app_with_config, ChromaServer, RedisServer,
 };
 
 const UP: Duration = Duration::from_secs(15);
 
 fn count(text: &str, operation: &str, outcome: &str) -> f64 {
-    metric_value(
+    series(
         text,
-        &format!(r#"llmcache_operation_duration_seconds_count{{operation="{operation}",outcome="{outcome}"}}"#),
+        &format!(
+            r#"llmcache_operation_duration_seconds_count{{operation="{operation}",outcome="{outcome}"}}"#
+        ),
     )
-    .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,16 +46,13 @@ async fn schedule_holds(rate: f64, window: Duration, extra: &str, max_skipped: f
         .await;
     let (start, first) = (
         Instant::now(),
-        app.metric("llmcache_workload_scheduled_total")
-            .await
-            .unwrap(),
+        app.series("llmcache_workload_scheduled_total").await,
     );
+    // A measurement window, not a wait.
     tokio::time::sleep(window).await;
     let (elapsed, last) = (
         start.elapsed(),
-        app.metric("llmcache_workload_scheduled_total")
-            .await
-            .unwrap(),
+        app.series("llmcache_workload_scheduled_total").await,
     );
     let expected = rate * elapsed.as_secs_f64();
     let scheduled = last - first;
@@ -62,7 +60,7 @@ async fn schedule_holds(rate: f64, window: Duration, extra: &str, max_skipped: f
         (scheduled - expected).abs() <= expected * 0.05,
         "{scheduled} scheduled in {elapsed:?}, expected {expected:.0} ±5 %"
     );
-    let skipped = app.metric("llmcache_workload_skipped_total").await.unwrap();
+    let skipped = app.series("llmcache_workload_skipped_total").await;
     assert!(
         skipped <= last * max_skipped,
         "{skipped} of {last} ticks skipped at {rate}/s"
@@ -122,7 +120,7 @@ async fn every_operation_reports_its_outcomes_and_health_agrees_with_metrics() {
     let sum = |text: &str, name: &str| -> f64 {
         ["chat_history", "similarity", "embeddings"]
             .iter()
-            .map(|c| metric_value(text, &format!("{name}{{cache=\"{c}\"}}")).unwrap())
+            .map(|c| series(text, &format!("{name}{{cache=\"{c}\"}}")))
             .sum()
     };
     let before = app.metrics().await;
@@ -171,8 +169,8 @@ async fn the_chat_hit_ratio_matches_the_zipf_model() {
     app.wait_for_at_least(requests, 2000.0, Duration::from_secs(30))
         .await;
     let text = app.metrics().await;
-    let n = metric_value(&text, requests).unwrap();
-    let hits = metric_value(&text, r#"llmcache_cache_hits_total{cache="chat_history"}"#).unwrap();
+    let n = series(&text, requests);
+    let hits = series(&text, r#"llmcache_cache_hits_total{cache="chat_history"}"#);
     let expected_misses: f64 = zipf(1000, 1.1)
         .iter()
         .map(|p| 1.0 - (1.0 - p).powf(n))
@@ -198,13 +196,13 @@ async fn a_stalled_redis_shows_as_timeouts_skips_and_latency_then_recovers() {
     app.wait_for_at_least(r#"llmcache_operation_duration_seconds_count{operation="get_chat_history",outcome="cache_miss"}"#, 20.0, UP).await;
     let timeouts =
         r#"llmcache_operation_errors_total{operation="get_chat_history",kind="timeout"}"#;
-    let skipped_before = app.metric("llmcache_workload_skipped_total").await.unwrap();
+    let skipped_before = app.series("llmcache_workload_skipped_total").await;
 
     redis.stall();
     let stalled = Instant::now();
     let mut max_inflight: f64 = 0.0;
     while stalled.elapsed() < Duration::from_secs(5) {
-        max_inflight = max_inflight.max(app.metric("llmcache_workload_inflight").await.unwrap());
+        max_inflight = max_inflight.max(app.series("llmcache_workload_inflight").await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     redis.resume();
@@ -218,36 +216,47 @@ async fn a_stalled_redis_shows_as_timeouts_skips_and_latency_then_recovers() {
         "the stall filled the slots: {max_inflight}"
     );
     let text = app.metrics().await;
+    assert!(series(&text, timeouts) > 5.0, "timeouts counted");
     assert!(
-        metric_value(&text, timeouts).unwrap() > 5.0,
-        "timeouts counted"
-    );
-    assert!(
-        metric_value(&text, "llmcache_workload_skipped_total").unwrap() > skipped_before + 10.0,
+        series(&text, "llmcache_workload_skipped_total") > skipped_before + 10.0,
         "skipped ticks counted"
     );
     // Open loop: the stall shows in the latency histogram, above the timeout.
     let errors = count(&text, "get_chat_history", "error");
-    let fast = metric_value(
+    let fast = series(
         &text,
         r#"llmcache_operation_duration_seconds_bucket{operation="get_chat_history",outcome="error",le="0.2"}"#,
-    )
-    .unwrap();
+    );
     assert!(errors - fast > 5.0, "{errors} errors, {fast} under 200 ms");
     assert_eq!(
-        app.metric(r#"llmcache_backend_up{backend="redis"}"#).await,
-        Some(0.0)
+        app.series(r#"llmcache_backend_up{backend="redis"}"#).await,
+        0.0
     );
 
     // After SIGCONT the errors stop.
     app.wait_for_metric(r#"llmcache_backend_up{backend="redis"}"#, 1.0, UP)
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let settled = app.metric(timeouts).await.unwrap();
+    // Operations started before the resume end within their 1 s timeout;
+    // wait until the count holds still across a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut settled = app.series(timeouts).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = app.series(timeouts).await;
+        if now == settled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timeouts still rising 10 s after the resume"
+        );
+        settled = now;
+    }
     let misses = count(&app.metrics().await, "get_chat_history", "cache_miss");
+    // Nothing may change: no timeout in the next 2 s.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        app.metric(timeouts).await.unwrap(),
+        app.series(timeouts).await,
         settled,
         "no timeouts after the resume"
     );
