@@ -18,6 +18,7 @@ mod memory;
 mod metrics;
 mod pem;
 mod process;
+mod secret;
 pub mod telemetry;
 mod web_config;
 mod workload;

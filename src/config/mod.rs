@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 use smart_default::SmartDefault;
 
+use crate::secret::Secret;
 use crate::web_config::{self, WebSettings};
 use flags::{blame, CommandLine};
-pub use values::Secret;
 use values::{
-    any_case, byte_size, chroma_name, directory, duration, exponent, factor, int, key_prefix,
-    listen_address, log_file, rate, ratio, readable_file, weight, HttpUrl, RedisUrl, SecretFile,
+    any_case, byte_size, chroma_name, directory, duration, float, int, key_prefix, listen_address,
+    log_file, readable_file, HttpUrl, RedisUrl, SecretFile,
 };
 
 /// What the command line asked for.
@@ -97,7 +97,7 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct WebConfig {
     #[default(SocketAddr::from(([0, 0, 0, 0], 9860)))]
-    #[serde(with = "listen_address")]
+    #[serde(deserialize_with = "listen_address")]
     pub(crate) listen_address: SocketAddr,
     /// `--web.config.file` (which has no TOML key) and what it says.
     #[serde(skip)]
@@ -251,7 +251,7 @@ pub(crate) struct CacheConfig {
 pub(crate) struct CacheTable {
     #[serde(with = "duration")]
     pub(crate) ttl: Duration,
-    #[serde(deserialize_with = "ratio")]
+    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
     pub(crate) share: f64,
 }
 
@@ -269,7 +269,7 @@ impl CacheTable {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct WorkloadConfig {
     #[default(20.0)]
-    #[serde(deserialize_with = "rate")]
+    #[serde(deserialize_with = "float::<_, 0, 100_000, true>")]
     pub(crate) rate: f64,
     #[default(16)]
     #[serde(deserialize_with = "int::<_, _, 1, 4096>")]
@@ -278,7 +278,7 @@ pub(crate) struct WorkloadConfig {
     #[serde(deserialize_with = "int::<_, _, 1, 100_000_000>")]
     pub(crate) sessions: u64,
     #[default(1.1)]
-    #[serde(deserialize_with = "exponent")]
+    #[serde(deserialize_with = "float::<_, 0, 10, true>")]
     pub(crate) zipf_exponent: f64,
     #[default(50)]
     #[serde(deserialize_with = "int::<_, _, 1, 10_000>")]
@@ -300,16 +300,16 @@ pub(crate) struct WorkloadConfig {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Mix {
     #[default(0.5)]
-    #[serde(deserialize_with = "weight")]
+    #[serde(deserialize_with = "float::<_, 0, 1_000_000, false>")]
     pub(crate) get_chat_history: f64,
     #[default(0.2)]
-    #[serde(deserialize_with = "weight")]
+    #[serde(deserialize_with = "float::<_, 0, 1_000_000, false>")]
     pub(crate) store_chat_entry: f64,
     #[default(0.25)]
-    #[serde(deserialize_with = "weight")]
+    #[serde(deserialize_with = "float::<_, 0, 1_000_000, false>")]
     pub(crate) query_similar_memories: f64,
     #[default(0.05)]
-    #[serde(deserialize_with = "weight")]
+    #[serde(deserialize_with = "float::<_, 0, 1_000_000, false>")]
     pub(crate) store_memory: f64,
 }
 
@@ -321,26 +321,26 @@ pub(crate) struct MemoryConfig {
     #[serde(with = "duration")]
     pub(crate) sample_interval: Duration,
     #[default(0.1)]
-    #[serde(deserialize_with = "ratio")]
+    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
     pub(crate) host_available_min_ratio: f64,
     #[default(0.9)]
-    #[serde(deserialize_with = "ratio")]
+    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
     pub(crate) cgroup_usage_max_ratio: f64,
     #[default(0.1)]
-    #[serde(deserialize_with = "ratio")]
+    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
     pub(crate) psi_some_avg10_max_ratio: f64,
     #[default(0.9)]
-    #[serde(deserialize_with = "ratio")]
+    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
     pub(crate) redis_used_max_ratio: f64,
     #[default(0.05)]
-    #[serde(deserialize_with = "ratio")]
+    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
     pub(crate) hysteresis: f64,
     /// Zero is allowed: no dwell at all.
     #[default(Duration::from_secs(30))]
     #[serde(with = "duration::or_zero")]
     pub(crate) min_dwell: Duration,
     #[default(0.5)]
-    #[serde(deserialize_with = "factor")]
+    #[serde(deserialize_with = "float::<_, 0, 1, true>")]
     pub(crate) shrink_factor: f64,
     #[default(PathBuf::from("/proc"))]
     #[serde(deserialize_with = "directory")]

@@ -6,59 +6,15 @@
 //! [`SecretFile`], which look at the file system), so every accepted and
 //! rejected spelling is unit-tested.
 
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::{Error as _, IntoDeserializer};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
-/// A password, token or API key. It prints as `***` everywhere: `Debug`,
-/// `Display` and the `--check-config` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value read from a file, env or URL.
-    pub(crate) fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it to a server.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Replaces every occurrence of the secret in `text` with `***`, for error
-    /// messages that come from libraries and might echo what we sent.
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        if self.0.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(&self.0, "***")
-        }
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("***")
-    }
-}
+use crate::secret::Secret;
 
 /// A file holding a secret (`--redis.password-file` and friends), read when
 /// the setting is parsed. It prints as its path; the secret as `***`.
@@ -68,26 +24,19 @@ pub(crate) struct SecretFile {
     pub(crate) secret: Secret,
 }
 
-impl SecretFile {
-    /// Reads `path`, dropping one trailing newline; an empty file is refused.
-    pub(crate) fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+/// Reads the file, dropping one trailing newline; an empty file is refused.
+impl<'de> Deserialize<'de> for SecretFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let path = PathBuf::deserialize(d)?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|err| D::Error::custom(format!("cannot read {}: {err}", path.display())))?;
         let value = text.strip_suffix('\n').unwrap_or(&text);
         let value = value.strip_suffix('\r').unwrap_or(value);
         if value.is_empty() {
-            return Err(format!("{} is empty", path.display()));
+            return Err(D::Error::custom(format!("{} is empty", path.display())));
         }
-        Ok(Self {
-            path: path.to_owned(),
-            secret: Secret::new(value),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for SecretFile {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Self::read(&PathBuf::deserialize(d)?).map_err(D::Error::custom)
+        let secret = Secret::new(value);
+        Ok(Self { path, secret })
     }
 }
 
@@ -185,42 +134,24 @@ where
     T::try_from(value).map_err(|_| D::Error::custom(format!("{value} is too large")))
 }
 
-fn float<'de, D: Deserializer<'de>>(d: D, min: f64, max: f64, open: bool) -> Result<f64, D::Error> {
+/// A number in `MIN..=MAX`; with `OPEN`, `MIN` itself is refused.
+pub(crate) fn float<'de, D, const MIN: u64, const MAX: u64, const OPEN: bool>(
+    d: D,
+) -> Result<f64, D::Error>
+where
+    D: Deserializer<'de>,
+{
     let value = f64::deserialize(d)?;
+    let (min, max) = (MIN as f64, MAX as f64);
     if !value.is_finite() || value < min || value > max {
         return Err(D::Error::custom(format!(
             "{value} is outside {min}..={max}"
         )));
     }
-    if open && value == min {
+    if OPEN && value == min {
         return Err(D::Error::custom("must be greater than zero"));
     }
     Ok(value)
-}
-
-/// A ratio in `0..=1`.
-pub(crate) fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    float(d, 0.0, 1.0, false)
-}
-
-/// A factor in `(0, 1]`.
-pub(crate) fn factor<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    float(d, 0.0, 1.0, true)
-}
-
-/// A relative weight in `0..=1e6`.
-pub(crate) fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    float(d, 0.0, 1e6, false)
-}
-
-/// Operations per second, in `(0, 100000]`.
-pub(crate) fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    float(d, 0.0, 100_000.0, true)
-}
-
-/// A Zipf exponent, in `(0, 10]`.
-pub(crate) fn exponent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    float(d, 0.0, 10.0, true)
 }
 
 /// An enum whose names are lower case, read in any case (`INFO`, `Json`).
@@ -268,41 +199,30 @@ pub(crate) fn log_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf
     Ok(Some(path))
 }
 
-/// `serde(with = "listen_address")`: `host:port`, `[v6]:port` or
-/// Prometheus's `:port` (all interfaces).
-pub(crate) mod listen_address {
-    use super::*;
+/// `host:port`, `[v6]:port` or Prometheus's `:port` (all interfaces).
+pub(crate) fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    parse_listen_address(&String::deserialize(d)?).map_err(D::Error::custom)
+}
 
-    /// Writes `host:port`.
-    pub(crate) fn serialize<S: Serializer>(value: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(value)
+fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_owned()
+    };
+    if let Ok(addr) = full.parse() {
+        return Ok(addr);
     }
-
-    /// Reads and resolves an address.
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-        parse(&String::deserialize(d)?).map_err(D::Error::custom)
+    if !full.contains(':') {
+        return Err(format!(
+            "{text:?} has no port; use host:port such as 0.0.0.0:9860"
+        ));
     }
-
-    pub(super) fn parse(text: &str) -> Result<SocketAddr, String> {
-        let text = text.trim();
-        let full = if text.starts_with(':') {
-            format!("0.0.0.0{text}")
-        } else {
-            text.to_owned()
-        };
-        if let Ok(addr) = full.parse() {
-            return Ok(addr);
-        }
-        if !full.contains(':') {
-            return Err(format!(
-                "{text:?} has no port; use host:port such as 0.0.0.0:9860"
-            ));
-        }
-        full.to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| format!("{text:?} is not an address such as 0.0.0.0:9860"))
-    }
+    full.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("{text:?} is not an address such as 0.0.0.0:9860"))
 }
 
 /// A Redis node's URL, parsed once: where to connect and as whom. The
@@ -515,17 +435,8 @@ mod tests {
     }
 
     #[test]
-    fn secrets_never_print() {
-        let secret = Secret::new("hunter2");
-        assert_eq!(format!("{secret}"), "***");
-        assert_eq!(format!("{secret:?}"), "Secret(***)");
-        assert_eq!(secret.scrub("AUTH hunter2 failed"), "AUTH *** failed");
-        assert_eq!(secret.expose(), "hunter2");
-    }
-
-    #[test]
     fn listen_address_accepts_prometheus_spellings() {
-        let parse = listen_address::parse;
+        let parse = parse_listen_address;
         assert_eq!(parse(":9860").unwrap().port(), 9860);
         assert_eq!(parse("127.0.0.1:0").unwrap().port(), 0);
         assert!(parse("[::1]:9860").unwrap().is_ipv6());

@@ -24,8 +24,9 @@ use tokio_rustls::TlsConnector;
 use super::resp::{self, Commands, Reply, REPLY_MAX};
 use crate::backends::probe::Backoff;
 use crate::backends::{Backend, BackendError, ErrorKind};
-use crate::config::{RedisConfig, Secret};
+use crate::config::RedisConfig;
 use crate::pem;
+use crate::secret::Secret;
 
 /// Idle connections kept; more may be open while requests run.
 const IDLE_MAX: usize = 32;

@@ -22,8 +22,9 @@ pub(crate) use info::{parse_info, RedisInfo};
 
 use super::probe::{millis_since, probe_loop, ComponentHealth, HealthPublisher, Probe, Status};
 use super::{request_labels, Backend, BackendError, BackendMetrics, ErrorKind};
-use crate::config::{RedisConfig, Secret};
+use crate::config::RedisConfig;
 use crate::metrics::{register_sampled, Sampled};
+use crate::secret::Secret;
 use client::Client;
 use resp::{Commands, Reply};
 
