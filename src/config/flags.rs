@@ -30,6 +30,7 @@ const FLAGS: &[Flag] = &[
     ("config.file", None, "PATH", "TOML configuration file"),
     ("web.listen-address", Some("web.listen_address"), "ADDR", "Address to serve /metrics, /health and friends on"),
     ("web.config.file", None, "PATH", "Exporter-toolkit web config (TLS and basic auth) for the HTTP endpoints"),
+    ("redis.mode", Some("redis.mode"), "MODE", "How to reach Redis: standalone, sentinel or cluster"),
     ("redis.url", Some("redis.url"), "URL", "Redis URL, redis:// or rediss://"),
     ("redis.password-file", Some("redis.password_file"), "PATH", "File holding the Redis password (overrides a password in the URL)"),
     ("redis.tls-ca-file", Some("redis.tls_ca_file"), "PATH", "CA bundle (PEM) to verify a rediss:// server with, instead of the system roots"),

@@ -109,6 +109,8 @@ pub(crate) struct WebConfig {
 #[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RedisConfig {
+    #[serde(deserialize_with = "any_case")]
+    pub(crate) mode: RedisMode,
     #[default(RedisUrl::parse("redis://127.0.0.1:6379").expect("a valid literal"))]
     pub(crate) url: RedisUrl,
     pub(crate) password_file: Option<SecretFile>,
@@ -127,6 +129,19 @@ pub(crate) struct RedisConfig {
     pub(crate) tls_cert_file: Option<PathBuf>,
     #[serde(deserialize_with = "readable_file")]
     pub(crate) tls_key_file: Option<PathBuf>,
+}
+
+/// `--redis.mode`: how the URLs are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RedisMode {
+    /// One node.
+    #[default]
+    Standalone,
+    /// The URLs are sentinels, which name the master.
+    Sentinel,
+    /// The URLs are seed nodes of a Redis Cluster.
+    Cluster,
 }
 
 /// `[chroma]`

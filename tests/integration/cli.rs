@@ -84,6 +84,7 @@ fn check_config_prints_every_section_with_defaults() {
         Some("llmcache:probe:")
     );
     assert_eq!(parsed["redis"]["timeout"].as_str(), Some("1s"));
+    assert_eq!(parsed["redis"]["mode"].as_str(), Some("standalone"));
     assert_eq!(
         parsed["chroma"]["collection"].as_str(),
         Some("llmcache_probe_memories")
@@ -137,6 +138,12 @@ fn bad_flags_and_env_vars_exit_2_naming_them() {
         "LLMCACHE_WEB_LISTEN_ADDRESS",
     );
     assert_refused(&["--redis.url", "http://redis:6379"], &[], "--redis.url");
+    assert_refused(&["--redis.mode", "ring"], &[], "--redis.mode");
+    assert_refused(
+        &[],
+        &[("LLMCACHE_REDIS_MODE", "ring")],
+        "LLMCACHE_REDIS_MODE",
+    );
     assert_refused(&["--redis.url", "not a url"], &[], "--redis.url");
     assert_refused(&["--chroma.url", "redis://chroma"], &[], "--chroma.url");
     assert_refused(
@@ -182,6 +189,7 @@ fn bad_file_values_exit_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("[redis]\ntimeout = \"soon\"\n", "redis.timeout"),
+        ("[redis]\nmode = \"ring\"\n", "redis.mode"),
         ("[redis]\ntimeout = \"0s\"\n", "redis.timeout"),
         ("[redis]\nkey_prefix = \"llm*\"\n", "redis.key_prefix"),
         ("[redis]\nurll = \"redis://x\"\n", "urll"),
