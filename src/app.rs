@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::chroma::ChromaBackend;
-use crate::backends::redis::{InfoSamples, RedisBackend};
+use crate::backends::redis::{RedisBackend, RedisMetrics};
 use crate::backends::BackendMetrics;
 use crate::cache::{CacheFamilies, CacheManager};
 use crate::config::{Config, ConfigError};
@@ -43,7 +43,7 @@ use crate::workload::{Operations, Workload, WorkloadMetrics};
 struct Families {
     metrics: Arc<Metrics>,
     backend: BackendMetrics,
-    redis_samples: InfoSamples,
+    redis: RedisMetrics,
     chroma_records: Sampled,
     cache: CacheFamilies,
     workload: WorkloadMetrics,
@@ -55,7 +55,7 @@ impl Families {
         let mut builder = Metrics::builder();
         let backend = BackendMetrics::register(builder.namespace());
         let redis_samples =
-            InfoSamples::register(builder.namespace().sub_registry_with_prefix("redis"));
+            RedisMetrics::register(builder.namespace().sub_registry_with_prefix("redis"));
         let chroma_records = register_sampled(
             builder.namespace().sub_registry_with_prefix("chroma"),
             "collection_records",
@@ -69,7 +69,7 @@ impl Families {
         Self {
             metrics: Arc::new(builder.finish()),
             backend,
-            redis_samples,
+            redis: redis_samples,
             chroma_records,
             cache,
             workload,
@@ -104,7 +104,7 @@ impl Parts {
             RedisBackend::new(
                 &config.redis,
                 families.backend.clone(),
-                families.redis_samples.clone(),
+                families.redis.clone(),
             )
             .context("cannot set up the Redis client")?,
         );

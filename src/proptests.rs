@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 
 use crate::backends::redis::info::parse_info;
-use crate::backends::redis::resp::{self, Reply};
+use crate::backends::redis::topology::parse_cluster_nodes;
 use crate::config::Config;
 use crate::memory::sources::{parse_cgroup_value, parse_meminfo, parse_psi, parse_self_cgroup};
 
@@ -73,42 +73,6 @@ fn example_keys() -> Vec<(String, String)> {
     keys
 }
 
-/// Replies of every type, nested.
-fn reply() -> impl Strategy<Value = Reply> {
-    let leaf = prop_oneof![
-        // Status lines are printable: Redis never puts CR or LF in them.
-        "[ -~]{0,20}".prop_map(Reply::Simple),
-        "[ -~]{0,20}".prop_map(Reply::Error),
-        any::<i64>().prop_map(Reply::Integer),
-        prop::option::of(prop::collection::vec(any::<u8>(), 0..40)).prop_map(Reply::Bulk),
-    ];
-    leaf.prop_recursive(3, 32, 6, |inner| {
-        prop::option::of(prop::collection::vec(inner, 0..6)).prop_map(Reply::Array)
-    })
-}
-
-/// How Redis writes `reply`.
-fn wire(reply: &Reply, out: &mut Vec<u8>) {
-    match reply {
-        Reply::Simple(s) => out.extend(format!("+{s}\r\n").bytes()),
-        Reply::Error(e) => out.extend(format!("-{e}\r\n").bytes()),
-        Reply::Integer(n) => out.extend(format!(":{n}\r\n").bytes()),
-        Reply::Bulk(None) => out.extend(b"$-1\r\n"),
-        Reply::Bulk(Some(b)) => {
-            out.extend(format!("${}\r\n", b.len()).bytes());
-            out.extend(b);
-            out.extend(b"\r\n");
-        }
-        Reply::Array(None) => out.extend(b"*-1\r\n"),
-        Reply::Array(Some(items)) => {
-            out.extend(format!("*{}\r\n", items.len()).bytes());
-            for item in items {
-                wire(item, out);
-            }
-        }
-    }
-}
-
 fn write_temp(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("file");
@@ -120,17 +84,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn resp_parser_takes_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-        let _ = resp::parse(&bytes);
-    }
-
-    #[test]
-    fn resp_parser_reads_what_redis_writes_whole_or_in_pieces(reply in reply(), cut in any::<prop::sample::Index>()) {
-        let mut bytes = Vec::new();
-        wire(&reply, &mut bytes);
-        prop_assert_eq!(resp::parse(&bytes), Ok(Some((reply, bytes.len()))));
-        let cut = cut.index(bytes.len());
-        prop_assert_eq!(resp::parse(&bytes[..cut]), Ok(None));
+    fn cluster_nodes_parser_takes_anything(text in lines(
+        (".{0,12}", prop_oneof![w("127.0.0.1:7000@17000"), w(":0@0"), ".{0,10}"],
+         prop_oneof![w("master"), w("myself,master"), w("slave,fail"), ".{0,8}"],
+         prop_oneof![w("0-5460"), w("16000"), w("[1->-x]"), w("9-"), ".{0,6}"])
+            .prop_map(|(id, addr, flags, slots)| format!("{id} {addr} {flags} - 0 0 1 connected {slots}"))
+    ), raw in ".{0,300}") {
+        let _ = parse_cluster_nodes(&text);
+        let _ = parse_cluster_nodes(&raw);
     }
 
     #[test]

@@ -8,12 +8,16 @@ pub(crate) mod chroma;
 pub(crate) mod probe;
 pub(crate) mod redis;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use reqwest::StatusCode;
 
@@ -41,6 +45,17 @@ label_values! {
         Server => "server",
         /// The server refused the request as invalid.
         Validation => "validation",
+        /// The server refused the credentials or their permissions: an ACL
+        /// or password refusal from Redis, HTTP 401 or 403.
+        Auth => "auth",
+    }
+}
+
+impl ErrorKind {
+    /// Whether a failure of this kind means the backend is out for its
+    /// users (a refusal of one request as invalid does not).
+    fn is_outage(self) -> bool {
+        self != Self::Validation
     }
 }
 
@@ -122,6 +137,8 @@ impl BackendError {
     pub(crate) fn from_http_status(backend: Backend, status: StatusCode, message: &str) -> Self {
         let kind = if status.is_server_error() {
             ErrorKind::Server
+        } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            ErrorKind::Auth
         } else {
             ErrorKind::Validation
         };
@@ -161,11 +178,79 @@ struct RequestLabels {
     request: &'static str,
 }
 
-/// `llmcache_backend_up` and `llmcache_backend_request_duration_seconds`.
+/// Outage lengths: 100 ms to 10 min.
+const OUTAGE_BUCKETS: [f64; 13] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Each backend's current outage, as seen by its requests: from the first
+/// failed request to the first success after it.
+#[derive(Debug)]
+struct Outages {
+    epoch: Instant,
+    /// Per backend: nanoseconds since `epoch` at which the outage began,
+    /// plus one; 0 when there is none.
+    started: [AtomicU64; 3],
+    lengths: Family<BackendLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Outages {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn record(&self, backend: Backend, failed: bool) {
+        let started = &self.started[backend as usize];
+        if failed {
+            let _ = started.compare_exchange(0, self.now(), Ordering::Relaxed, Ordering::Relaxed);
+        } else {
+            let began = started.swap(0, Ordering::Relaxed);
+            if began != 0 {
+                let seconds = self.now().saturating_sub(began) as f64 / 1e9;
+                self.lengths
+                    .get_or_create(&BackendLabels { backend })
+                    .observe(seconds);
+            }
+        }
+    }
+
+    /// The current outage's length, 0 when there is none.
+    fn current(&self, backend: Backend) -> f64 {
+        match self.started[backend as usize].load(Ordering::Relaxed) {
+            0 => 0.0,
+            began => self.now().saturating_sub(began) as f64 / 1e9,
+        }
+    }
+}
+
+/// `llmcache_backend_outage_seconds{backend}`, read at scrape time.
+#[derive(Debug)]
+struct OutageGauge(Arc<Outages>);
+
+impl Collector for OutageGauge {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let mut metric = encoder.encode_descriptor(
+            "backend_outage",
+            "Length of the backend's current outage as its requests see it; 0 when there is none",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for backend in Backend::ALL {
+            let labels = BackendLabels { backend: *backend };
+            let gauge = ConstGauge::new(self.0.current(*backend));
+            gauge.encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// `llmcache_backend_up`, `llmcache_backend_request_duration_seconds` and
+/// the outage series.
 #[derive(Clone, Debug)]
 pub(crate) struct BackendMetrics {
     up: Family<BackendLabels, Gauge>,
     request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    outages: Arc<Outages>,
 }
 
 impl BackendMetrics {
@@ -174,6 +259,11 @@ impl BackendMetrics {
         let metrics = Self {
             up: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
+            outages: Arc::new(Outages {
+                epoch: Instant::now(),
+                started: Default::default(),
+                lengths: Family::new_with_constructor(|| Histogram::new(OUTAGE_BUCKETS)),
+            }),
         };
         for backend in Backend::ALL {
             metrics.set_up(*backend, false);
@@ -189,6 +279,13 @@ impl BackendMetrics {
             Unit::Seconds,
             metrics.request_duration.clone(),
         );
+        registry.register_with_unit(
+            "backend_outage_duration",
+            "Each outage a backend's requests saw, from the first failure to the first success after it",
+            Unit::Seconds,
+            metrics.outages.lengths.clone(),
+        );
+        registry.register_collector(Box::new(OutageGauge(metrics.outages.clone())));
         metrics
     }
 
@@ -200,16 +297,25 @@ impl BackendMetrics {
             .set(i64::from(up));
     }
 
-    /// Records one request's latency.
-    pub(crate) fn observe(&self, request: impl RequestLabel, elapsed: Duration) {
-        fn labels<R: RequestLabel>(request: R) -> RequestLabels {
-            RequestLabels {
-                backend: R::BACKEND,
-                request: request.label(),
-            }
-        }
+    /// Records one request: its latency, and whether it begins or ends an
+    /// outage.
+    pub(crate) fn observe<R: RequestLabel, T>(
+        &self,
+        request: R,
+        elapsed: Duration,
+        result: &Result<T, BackendError>,
+    ) {
+        let failed = result
+            .as_ref()
+            .err()
+            .is_some_and(|err| err.kind.is_outage());
+        self.outages.record(R::BACKEND, failed);
+        let labels = RequestLabels {
+            backend: R::BACKEND,
+            request: request.label(),
+        };
         self.request_duration
-            .get_or_create(&labels(request))
+            .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
     }
 }

@@ -28,7 +28,7 @@ use crate::web_config::{self, WebSettings};
 use flags::{blame, CommandLine};
 use values::{
     any_case, byte_size, chroma_name, directory, duration, float, int, key_prefix, listen_address,
-    log_file, readable_file, HttpUrl, RedisUrl, SecretFile,
+    log_file, readable_file, HttpUrl, RedisUrl, RedisUrls, SecretFile,
 };
 
 /// What the command line asked for.
@@ -111,10 +111,15 @@ pub(crate) struct WebConfig {
 pub(crate) struct RedisConfig {
     #[serde(deserialize_with = "any_case")]
     pub(crate) mode: RedisMode,
-    #[default(RedisUrl::parse("redis://127.0.0.1:6379").expect("a valid literal"))]
-    pub(crate) url: RedisUrl,
+    #[default(RedisUrls(vec![RedisUrl::parse("redis://127.0.0.1:6379").expect("a valid literal")]))]
+    pub(crate) url: RedisUrls,
+    /// Required in sentinel mode.
+    pub(crate) sentinel_master: Option<String>,
+    /// The sentinels' own password.
+    pub(crate) sentinel_password_file: Option<SecretFile>,
+    /// The data nodes' password; overrides a password in the URL.
     pub(crate) password_file: Option<SecretFile>,
-    /// The password file's, else the URL's; filled by [`Config::check`].
+    /// The password file's, else the first URL's; filled by [`Config::check`].
     #[serde(skip_deserializing)]
     pub(crate) password: Option<Secret>,
     #[default(Duration::from_secs(1))]
@@ -418,7 +423,9 @@ impl Config {
     fn check(&mut self, blame: impl Fn(&str) -> String) -> Result<(), ConfigError> {
         let redis = &mut self.redis;
         let file_password = redis.password_file.as_ref().map(|f| f.secret.clone());
-        redis.password = file_password.or_else(|| redis.url.password.clone());
+        redis.password = file_password.or_else(|| redis.url.first().password.clone());
+        let urls = &redis.url.0;
+        let tls = redis.url.first().tls;
         let (cache, mix, embeddings) = (&self.cache, &self.workload.mix, &self.embeddings);
         let shares = cache.chat_history.share + cache.similarity.share + cache.embeddings.share;
         let weights = [
@@ -427,8 +434,41 @@ impl Config {
             mix.query_similar_memories,
         ];
         let openai = embeddings.provider == EmbeddingsProvider::OpenAi;
-        let not_rediss = |file: &Option<PathBuf>| file.is_some() && !redis.url.tls;
+        let not_rediss = |file: &Option<PathBuf>| file.is_some() && !tls;
+        let mode = redis.mode;
         let refusals = [
+            (
+                mode == RedisMode::Standalone && urls.len() > 1,
+                blame("redis.url"),
+                format!(
+                    "names {} URLs; standalone mode takes one (sentinel and cluster take several)",
+                    urls.len()
+                ),
+            ),
+            (
+                urls.iter().any(|url| url.tls != tls),
+                blame("redis.url"),
+                "mixes redis:// and rediss://; TLS applies to every node or none".into(),
+            ),
+            (
+                mode == RedisMode::Sentinel
+                    && redis
+                        .sentinel_master
+                        .as_deref()
+                        .is_none_or(|m| m.trim().is_empty()),
+                blame("redis.sentinel_master"),
+                "is required with --redis.mode sentinel".into(),
+            ),
+            (
+                mode != RedisMode::Sentinel && redis.sentinel_master.is_some(),
+                blame("redis.sentinel_master"),
+                "only applies to --redis.mode sentinel".into(),
+            ),
+            (
+                mode != RedisMode::Sentinel && redis.sentinel_password_file.is_some(),
+                blame("redis.sentinel_password_file"),
+                "only applies to --redis.mode sentinel".into(),
+            ),
             (
                 not_rediss(&redis.tls_ca_file),
                 blame("redis.tls_ca_file"),

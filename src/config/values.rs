@@ -292,15 +292,54 @@ impl RedisUrl {
     }
 }
 
-impl<'de> Deserialize<'de> for RedisUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Self::parse(&String::deserialize(d)?).map_err(D::Error::custom)
+/// `redis.url`: one URL or several, as a comma-separated string or (in the
+/// file) an array of strings. It prints as the comma-separated string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RedisUrls(pub(crate) Vec<RedisUrl>);
+
+impl RedisUrls {
+    fn parse<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let urls = texts
+            .into_iter()
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .enumerate()
+            .map(|(i, text)| RedisUrl::parse(text).map_err(|err| format!("URL {}: {err}", i + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            return Err("names no URL".into());
+        }
+        Ok(Self(urls))
+    }
+
+    /// The first URL (the only one in standalone mode).
+    pub(crate) fn first(&self) -> &RedisUrl {
+        &self.0[0]
     }
 }
 
-impl Serialize for RedisUrl {
+impl<'de> Deserialize<'de> for RedisUrls {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let parsed = match Raw::deserialize(d)
+            .map_err(|_| D::Error::custom("is not a URL string or an array of URL strings"))?
+        {
+            Raw::One(text) => Self::parse(text.split(',')),
+            Raw::Many(texts) => Self::parse(texts.iter().map(String::as_str)),
+        };
+        parsed.map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for RedisUrls {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.url.as_str())
+        let urls: Vec<&str> = self.0.iter().map(|url| url.url.as_str()).collect();
+        serializer.serialize_str(&urls.join(","))
     }
 }
 
@@ -458,6 +497,10 @@ mod tests {
         for bad in ["http://x", "redis://", "redis://x/abc", "not a url"] {
             assert!(RedisUrl::parse(bad).is_err(), "{bad:?} was accepted");
         }
+        let list = RedisUrls::parse("redis://a:1, redis://b:2,".split(',')).unwrap();
+        assert_eq!(list.0.len(), 2);
+        assert_eq!(list.0[1].endpoint(), "b:2");
+        assert!(RedisUrls::parse(" ,".split(',')).is_err());
         let err = RedisUrl::parse("http://u:hunter2@x").unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
     }

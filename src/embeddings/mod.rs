@@ -125,7 +125,7 @@ impl Embedder {
         let start = Instant::now();
         let result = self.request(http, url, model, text).await;
         self.metrics
-            .observe(EmbeddingsRequest::Embed, start.elapsed());
+            .observe(EmbeddingsRequest::Embed, start.elapsed(), &result);
         let host = url.host_str().unwrap_or("?");
         self.health.publish(match &result {
             Ok(_) => ComponentHealth::new(

@@ -130,7 +130,8 @@ impl Operations {
 
     /// The Redis key of a session's history: always under the prefix.
     pub(crate) fn chat_key(&self, session: &str) -> String {
-        format!("{}chat:{session}", self.prefix)
+        // The hash tag keeps a session's keys in one Redis Cluster slot.
+        format!("{}chat:{{{session}}}", self.prefix)
     }
 
     /// Runs one operation; returns its outcome.

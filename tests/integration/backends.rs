@@ -14,11 +14,12 @@ async fn health_and_backend_up_follow_redis_being_killed_and_restarted() {
     let chroma = ChromaServer::start();
     let app = spawn_app(&backend_flags(&redis, &chroma)).await;
     let series = r#"llmcache_backend_up{backend="redis"}"#;
+    let used = format!(
+        "llmcache_redis_used_memory_bytes{{node=\"127.0.0.1:{}\"}}",
+        redis.port
+    );
     app.wait_for_metric(series, 1.0, UP).await;
-    assert!(app
-        .metric("llmcache_redis_used_memory_bytes")
-        .await
-        .is_some());
+    assert!(app.metric(&used).await.is_some());
 
     redis.kill();
     app.wait_for_metric(series, 0.0, DOWN).await;
@@ -34,9 +35,7 @@ async fn health_and_backend_up_follow_redis_being_killed_and_restarted() {
         "{health}"
     );
     assert!(
-        app.metric("llmcache_redis_used_memory_bytes")
-            .await
-            .is_none(),
+        app.metric(&used).await.is_none(),
         "INFO series vanish while Redis is down"
     );
     assert_eq!(
@@ -49,10 +48,7 @@ async fn health_and_backend_up_follow_redis_being_killed_and_restarted() {
     let (code, health) = app.health().await;
     assert_eq!(code, 200, "{health}");
     assert_eq!(health["redis"]["status"], "healthy");
-    assert!(app
-        .metric("llmcache_redis_used_memory_bytes")
-        .await
-        .is_some());
+    assert!(app.metric(&used).await.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

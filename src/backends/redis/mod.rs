@@ -1,18 +1,24 @@
-//! Redis: a small pooled client ([`client`], speaking [`resp`]) with a timeout
-//! on every request, the few commands the daemon sends, and the probe loop
-//! that PINGs, samples `INFO`, and publishes health,
-//! `backend_up{backend="redis"}` and the `llmcache_redis_*` gauges.
+//! Redis, through the `redis` crate, as production runs it: one node,
+//! Sentinel or Cluster ([`connection`]). Here: the few commands the daemon
+//! sends, each with a timeout and classified errors (with Redis's error code
+//! counted in `llmcache_redis_error_replies_total`), the cleanup on every
+//! master, and the probe: PING and `INFO` on every master, the topology, and
+//! the `llmcache_redis_*` series ([`RedisMetrics`]).
 //!
 //! Nothing here connects at construction, so a Redis that is down at start is
 //! reported down, not a startup failure.
 
-mod client;
+mod connection;
 pub(crate) mod info;
-pub(crate) mod resp;
+pub(crate) mod topology;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
@@ -20,19 +26,21 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use info::{parse_info, RedisInfo};
 
-use super::probe::{millis_since, probe_loop, ComponentHealth, HealthPublisher, Probe, Status};
+use super::probe::{
+    millis_since, probe_loop, Backoff, ComponentHealth, HealthPublisher, Probe, Status,
+};
 use super::{request_labels, Backend, BackendError, BackendMetrics, ErrorKind};
 use crate::config::RedisConfig;
-use crate::metrics::{register_sampled, Sampled};
+use crate::metrics::{label_values, register_sampled, Sampled};
 use crate::secret::Secret;
-use client::Client;
-use resp::{Commands, Reply};
+use connection::Nodes;
 
 request_labels! {
     /// A request to Redis, as the `request` label spells it.
     pub(crate) enum RedisRequest for Redis {
         Ping => "ping",
         Info => "info",
+        Topology => "topology",
         Lrange => "lrange",
         StoreEntry => "store_entry",
         Scan => "scan",
@@ -40,104 +48,195 @@ request_labels! {
     }
 }
 
-/// An error reply, scrubbed of the password.
-fn server_error(message: &str, password: Option<&Secret>) -> BackendError {
-    let message = match password {
-        Some(secret) => secret.scrub(message),
-        None => message.to_owned(),
-    };
-    BackendError::new(Backend::Redis, ErrorKind::Server, message)
+label_values! {
+    /// A Redis error reply's code, as the `code` label spells it.
+    pub(crate) enum ReplyCode {
+        ReadOnly => "READONLY",
+        Oom => "OOM",
+        NoPerm => "NOPERM",
+        NoAuth => "NOAUTH",
+        WrongPass => "WRONGPASS",
+        Moved => "MOVED",
+        Ask => "ASK",
+        TryAgain => "TRYAGAIN",
+        ClusterDown => "CLUSTERDOWN",
+        Loading => "LOADING",
+        MasterDown => "MASTERDOWN",
+        Busy => "BUSY",
+        ExecAbort => "EXECABORT",
+        Other => "other",
+    }
 }
 
-fn unexpected(command: &str, reply: &Reply) -> BackendError {
-    let message = format!("{command} answered {}", reply.describe());
-    BackendError::new(Backend::Redis, ErrorKind::Protocol, message)
+impl ReplyCode {
+    fn of(code: &str) -> Self {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|known| known.as_str() == code)
+            .unwrap_or(Self::Other)
+    }
 }
 
-/// The `llmcache_redis_*` series, from the last successful `INFO`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabels {
+    role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: ReplyCode,
+}
+
+/// The `llmcache_redis_*` series.
 #[derive(Clone, Debug)]
-pub(crate) struct InfoSamples {
-    used_memory: Sampled,
-    maxmemory: Sampled,
+pub(crate) struct RedisMetrics {
+    used_memory: Family<NodeLabels, Gauge>,
+    maxmemory: Family<NodeLabels, Gauge>,
+    nodes: Family<RoleLabels, Gauge>,
+    master_changes: Counter,
+    error_replies: Family<CodeLabels, Counter>,
     keyspace_hits: Sampled,
     keyspace_misses: Sampled,
     evicted_keys: Sampled,
 }
 
-impl InfoSamples {
+impl RedisMetrics {
     /// Registers the series under `registry` (the `llmcache_redis_` prefix).
     pub(crate) fn register(registry: &mut Registry) -> Self {
-        Self {
-            used_memory: register_sampled(
-                registry,
-                "used_memory",
-                "Redis used_memory from INFO",
-                Some(Unit::Bytes),
-                MetricType::Gauge,
-            ),
-            maxmemory: register_sampled(
-                registry,
-                "maxmemory",
-                "Redis maxmemory from INFO; 0 means no limit",
-                Some(Unit::Bytes),
-                MetricType::Gauge,
-            ),
+        let metrics = Self {
+            used_memory: Family::default(),
+            maxmemory: Family::default(),
+            nodes: Family::default(),
+            master_changes: Counter::default(),
+            error_replies: Family::default(),
             keyspace_hits: register_sampled(
                 registry,
                 "keyspace_hits",
-                "Redis keyspace_hits from INFO",
+                "Redis keyspace_hits from INFO, summed over the masters",
                 None,
                 MetricType::Counter,
             ),
             keyspace_misses: register_sampled(
                 registry,
                 "keyspace_misses",
-                "Redis keyspace_misses from INFO",
+                "Redis keyspace_misses from INFO, summed over the masters",
                 None,
                 MetricType::Counter,
             ),
             evicted_keys: register_sampled(
                 registry,
                 "evicted_keys",
-                "Redis evicted_keys from INFO",
+                "Redis evicted_keys from INFO, summed over the masters",
                 None,
                 MetricType::Counter,
             ),
+        };
+        for code in ReplyCode::ALL {
+            let _ = metrics
+                .error_replies
+                .get_or_create(&CodeLabels { code: *code });
         }
+        registry.register_with_unit(
+            "used_memory",
+            "Redis used_memory from INFO, per master",
+            Unit::Bytes,
+            metrics.used_memory.clone(),
+        );
+        registry.register_with_unit(
+            "maxmemory",
+            "Redis maxmemory from INFO, per master; 0 means no limit",
+            Unit::Bytes,
+            metrics.maxmemory.clone(),
+        );
+        registry.register("nodes", "Redis nodes seen, by role", metrics.nodes.clone());
+        registry.register(
+            "master_changes",
+            "A new master address for the Sentinel master, or a new owner of cluster slots",
+            metrics.master_changes.clone(),
+        );
+        registry.register(
+            "error_replies",
+            "Error replies from Redis, by error code",
+            metrics.error_replies.clone(),
+        );
+        metrics
     }
 
-    fn update(&self, info: &RedisInfo) {
-        let pairs = [
-            (&self.used_memory, info.used_memory),
-            (&self.maxmemory, info.maxmemory),
-            (&self.keyspace_hits, info.keyspace_hits),
-            (&self.keyspace_misses, info.keyspace_misses),
-            (&self.evicted_keys, info.evicted_keys),
-        ];
-        for (sampled, value) in pairs {
-            match value {
-                Some(v) => sampled.set(v as f64),
-                None => sampled.clear(),
+    /// The INFO of every master that answered; the series of the others
+    /// (and of nodes no longer there) vanish.
+    fn update(&self, masters: &[(String, RedisInfo)], replicas: usize) {
+        self.used_memory.clear();
+        self.maxmemory.clear();
+        for (node, info) in masters {
+            let labels = NodeLabels { node: node.clone() };
+            if let Some(used) = info.used_memory {
+                self.used_memory.get_or_create(&labels).set(clamp(used));
+            }
+            if let Some(max) = info.maxmemory {
+                self.maxmemory.get_or_create(&labels).set(clamp(max));
             }
         }
+        let sum = |field: fn(&RedisInfo) -> Option<u64>| {
+            masters
+                .iter()
+                .map(|(_, info)| field(info))
+                .sum::<Option<u64>>()
+                .map(|n| n as f64)
+        };
+        set_or_clear(&self.keyspace_hits, sum(|i| i.keyspace_hits));
+        set_or_clear(&self.keyspace_misses, sum(|i| i.keyspace_misses));
+        set_or_clear(&self.evicted_keys, sum(|i| i.evicted_keys));
+        self.nodes
+            .get_or_create(&RoleLabels { role: "master" })
+            .set(clamp(masters.len() as u64));
+        self.nodes
+            .get_or_create(&RoleLabels { role: "replica" })
+            .set(clamp(replicas as u64));
     }
 
     fn clear(&self) {
-        self.update(&RedisInfo::default());
+        self.update(&[], 0);
+        self.nodes.clear();
     }
 }
 
-/// The Redis client and its probe state.
+fn clamp(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn set_or_clear(sampled: &Sampled, value: Option<f64>) {
+    match value {
+        Some(value) => sampled.set(value),
+        None => sampled.clear(),
+    }
+}
+
+/// After a failed connection, requests fail fast for a back-off, so a down
+/// Redis is not hammered at the workload's rate. Probes always try.
+#[derive(Default)]
+struct Gate {
+    backoff: Backoff,
+    closed: Option<(Instant, BackendError)>,
+}
+
+/// The Redis clients and their probe state.
 pub(crate) struct RedisBackend {
-    client: Client,
+    nodes: Nodes,
     timeout: Duration,
-    password: Option<Secret>,
-    /// `host:port`, for messages; never the URL, which may hold credentials.
+    secrets: Vec<Secret>,
+    /// The configured node(s), for logs; never a URL, which may hold credentials.
     endpoint: String,
     metrics: BackendMetrics,
-    samples: InfoSamples,
+    redis: RedisMetrics,
     health: HealthPublisher,
     info: watch::Sender<Option<RedisInfo>>,
+    gate: Mutex<Gate>,
 }
 
 impl RedisBackend {
@@ -145,13 +244,31 @@ impl RedisBackend {
     pub(crate) fn new(
         config: &RedisConfig,
         metrics: BackendMetrics,
-        samples: InfoSamples,
+        redis: RedisMetrics,
     ) -> Result<Self, BackendError> {
-        let endpoint = config.url.endpoint();
+        let secrets: Vec<Secret> = config
+            .password
+            .iter()
+            .cloned()
+            .chain(
+                config
+                    .sentinel_password_file
+                    .iter()
+                    .map(|f| f.secret.clone()),
+            )
+            .collect();
+        let nodes = Nodes::new(config).map_err(|err| classify(&err, &secrets).0)?;
+        let endpoint = config
+            .url
+            .0
+            .iter()
+            .map(|url| url.endpoint())
+            .collect::<Vec<_>>()
+            .join(",");
         Ok(Self {
-            client: Client::new(config)?,
+            nodes,
             timeout: config.timeout,
-            password: config.password.clone(),
+            secrets,
             endpoint,
             health: HealthPublisher::new(
                 Backend::Redis,
@@ -159,8 +276,9 @@ impl RedisBackend {
                 ComponentHealth::starting(),
             ),
             metrics,
-            samples,
+            redis,
             info: watch::Sender::new(None),
+            gate: Mutex::new(Gate::default()),
         })
     }
 
@@ -169,66 +287,72 @@ impl RedisBackend {
         self.health.subscribe()
     }
 
-    /// The last successful `INFO`, or `None` while Redis is down (for the
-    /// memory monitor's `redis` scope).
+    /// The `INFO` of the master nearest its `maxmemory`, or `None` while
+    /// Redis is down (for the memory monitor's `redis` scope).
     pub(crate) fn info(&self) -> watch::Receiver<Option<RedisInfo>> {
         self.info.subscribe()
     }
 
-    /// Sends `commands` with the request timeout, recording the latency, and
-    /// returns one reply per command. An error reply from the first command
-    /// is returned as an error; later ones are the caller's to judge.
-    async fn call(
+    /// Runs `request` with the request timeout, unless the gate is closed;
+    /// records its latency and outcome, counts error codes, and lets a
+    /// sentinel master go after a `READONLY` or a broken connection.
+    async fn call<T>(
         &self,
         request: RedisRequest,
-        commands: &Commands,
-    ) -> Result<Vec<Reply>, BackendError> {
-        let start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.client.send(commands)).await;
-        self.metrics.observe(request, start.elapsed());
-        let replies = match result {
-            Err(_) => return Err(BackendError::timeout(Backend::Redis, self.timeout)),
-            Ok(Err(err)) => return Err(err),
-            Ok(Ok(replies)) => replies,
-        };
-        if let Some(Reply::Error(message)) = replies.first() {
-            return Err(server_error(message, self.password.as_ref()));
+        gated: bool,
+        send: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BackendError> {
+        if gated {
+            let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((until, err)) = &gate.closed {
+                if Instant::now() < *until {
+                    return Err(err.clone());
+                }
+            }
         }
-        Ok(replies)
+        let start = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, send).await {
+            Err(_) => Err(BackendError::timeout(Backend::Redis, self.timeout)),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                let (error, codes) = classify(&err, &self.secrets);
+                for code in &codes {
+                    self.redis
+                        .error_replies
+                        .get_or_create(&CodeLabels { code: *code })
+                        .inc();
+                }
+                if codes.contains(&ReplyCode::ReadOnly) || error.kind == ErrorKind::Connection {
+                    self.nodes.forget_master();
+                }
+                Err(error)
+            }
+        };
+        self.metrics.observe(request, start.elapsed(), &result);
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Err(err) if err.kind == ErrorKind::Connection => {
+                let delay = gate.backoff.next_delay();
+                gate.closed = Some((Instant::now() + delay, err.clone()));
+            }
+            _ => {
+                gate.backoff.reset();
+                gate.closed = None;
+            }
+        }
+        result
     }
 
-    /// One command, one reply.
-    async fn call_one(&self, request: RedisRequest, args: &[&[u8]]) -> Result<Reply, BackendError> {
-        let mut replies = self.call(request, &Commands::one(args)).await?;
-        Ok(replies.pop().unwrap_or(Reply::Bulk(None)))
-    }
-
-    /// `LRANGE key start stop`, as strings.
+    /// `LRANGE key start stop`.
     pub(crate) async fn lrange(
         &self,
         key: &str,
         start: i64,
         stop: i64,
     ) -> Result<Vec<String>, BackendError> {
-        let (start, stop) = (start.to_string(), stop.to_string());
-        let reply = self
-            .call_one(
-                RedisRequest::Lrange,
-                &[b"LRANGE", key.as_bytes(), start.as_bytes(), stop.as_bytes()],
-            )
-            .await?;
-        match reply {
-            Reply::Array(Some(items)) => items
-                .into_iter()
-                .map(|item| match item {
-                    Reply::Bulk(Some(bytes)) => String::from_utf8(bytes)
-                        .map_err(|_| unexpected("LRANGE", &Reply::Bulk(None))),
-                    other => Err(unexpected("LRANGE", &other)),
-                })
-                .collect(),
-            Reply::Array(None) => Ok(Vec::new()),
-            other => Err(unexpected("LRANGE", &other)),
-        }
+        let cmd = redis::cmd("LRANGE").arg(key).arg(start).arg(stop).clone();
+        self.call(RedisRequest::Lrange, true, self.nodes.query(&cmd))
+            .await
     }
 
     /// `RPUSH` + `LTRIM` (keep the last `keep`) + `PEXPIRE` in one `MULTI`.
@@ -239,82 +363,110 @@ impl RedisBackend {
         keep: i64,
         ttl_ms: u64,
     ) -> Result<(), BackendError> {
-        let keep = (-keep).to_string();
-        let ttl = ttl_ms.to_string();
-        let key = key.as_bytes();
-        let mut commands = Commands::one(&[b"MULTI"]);
-        commands
-            .push(&[b"RPUSH", key, value.as_bytes()])
-            .push(&[b"LTRIM", key, keep.as_bytes(), b"-1"])
-            .push(&[b"PEXPIRE", key, ttl.as_bytes()])
-            .push(&[b"EXEC"]);
-        let replies = self.call(RedisRequest::StoreEntry, &commands).await?;
-        match replies.last() {
-            Some(Reply::Array(Some(results))) => {
-                match results.iter().find(|r| matches!(r, Reply::Error(_))) {
-                    Some(Reply::Error(message)) => {
-                        Err(server_error(message, self.password.as_ref()))
-                    }
-                    _ => Ok(()),
-                }
-            }
-            // EXECABORT: a command was refused while queueing; say which.
-            Some(Reply::Error(_)) => {
-                let refused = replies.iter().find_map(|r| match r {
-                    Reply::Error(message) => Some(message.clone()),
-                    _ => None,
-                });
-                Err(server_error(
-                    &refused.unwrap_or_default(),
-                    self.password.as_ref(),
-                ))
-            }
-            Some(other) => Err(unexpected("EXEC", other)),
-            None => Err(unexpected("EXEC", &Reply::Bulk(None))),
-        }
+        let pipe = redis::pipe()
+            .atomic()
+            .rpush(key, value)
+            .ignore()
+            .ltrim(key, -(keep as isize), -1)
+            .ignore()
+            .pexpire(key, i64::try_from(ttl_ms).unwrap_or(i64::MAX))
+            .ignore()
+            .clone();
+        self.call(RedisRequest::StoreEntry, true, self.nodes.query_pipe(&pipe))
+            .await
     }
 
-    /// Deletes every key matching `{prefix}*` with `SCAN` and `UNLINK`, never
-    /// `KEYS` or `FLUSH*`. Returns how many keys were removed.
+    /// Deletes every key matching `{prefix}*` on every master with `SCAN`
+    /// and `UNLINK`, never `KEYS` or `FLUSH*`. Returns how many keys went.
     pub(crate) async fn unlink_prefix(&self, prefix: &str) -> Result<u64, BackendError> {
+        let topology = self
+            .call(
+                RedisRequest::Topology,
+                false,
+                self.nodes.topology(&self.redis.master_changes),
+            )
+            .await?;
         let pattern = format!("{prefix}*");
-        let mut cursor = "0".to_owned();
         let mut removed = 0;
-        loop {
-            let reply = self
-                .call_one(
-                    RedisRequest::Scan,
-                    &[
-                        b"SCAN",
-                        cursor.as_bytes(),
-                        b"MATCH",
-                        pattern.as_bytes(),
-                        b"COUNT",
-                        b"500",
-                    ],
-                )
-                .await?;
-            let (next, keys) = scan_page(reply)?;
-            // SCAN's MATCH is the filter; this re-check is a second fence.
-            let keys: Vec<String> = keys.into_iter().filter(|k| k.starts_with(prefix)).collect();
-            if !keys.is_empty() {
-                let mut args: Vec<&[u8]> = vec![b"UNLINK"];
-                args.extend(keys.iter().map(|k| k.as_bytes()));
-                match self.call_one(RedisRequest::Unlink, &args).await? {
-                    Reply::Integer(n) => removed += u64::try_from(n).unwrap_or(0),
-                    other => return Err(unexpected("UNLINK", &other)),
+        for master in &topology.masters {
+            let mut cursor: u64 = 0;
+            loop {
+                let scan = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .clone();
+                let (next, keys): (u64, Vec<String>) = self
+                    .call(
+                        RedisRequest::Scan,
+                        false,
+                        self.nodes.on_master(master, &scan),
+                    )
+                    .await?;
+                // SCAN's MATCH is the filter; this re-check is a second fence.
+                let keys: Vec<String> =
+                    keys.into_iter().filter(|k| k.starts_with(prefix)).collect();
+                if !keys.is_empty() {
+                    let unlink = redis::cmd("UNLINK").arg(&keys).clone();
+                    let n: u64 = self
+                        .call(RedisRequest::Unlink, false, self.nodes.query(&unlink))
+                        .await?;
+                    removed += n;
                 }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == "0" {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     /// Probes until `cancel`.
     pub(crate) async fn run_probe(self: Arc<Self>, cancel: CancellationToken) {
         probe_loop(self.as_ref(), &self.health, cancel).await;
+    }
+
+    /// PING and `INFO` on every master: all of them, or why not.
+    async fn sample(&self, masters: &[String]) -> Result<Vec<(String, RedisInfo)>, String> {
+        let mut infos = Vec::with_capacity(masters.len());
+        for master in masters {
+            let ping = redis::cmd("PING").clone();
+            let pong: Result<String, _> = self
+                .call(
+                    RedisRequest::Ping,
+                    false,
+                    self.nodes.on_master(master, &ping),
+                )
+                .await;
+            if let Err(err) = pong {
+                return Err(format!(
+                    "PING {master} failed ({}): {err}",
+                    err.kind.as_str()
+                ));
+            }
+            let info = redis::cmd("INFO").clone();
+            match self
+                .call(
+                    RedisRequest::Info,
+                    false,
+                    self.nodes.on_master::<String>(master, &info),
+                )
+                .await
+            {
+                Ok(text) => infos.push((master.clone(), parse_info(&text))),
+                Err(err) => tracing::debug!(%master, error = %err, "INFO failed"),
+            }
+        }
+        Ok(infos)
+    }
+
+    fn down(&self, details: String) -> ComponentHealth {
+        self.redis.clear();
+        self.info.send_replace(None);
+        ComponentHealth::down(details)
     }
 }
 
@@ -323,71 +475,140 @@ impl Probe for RedisBackend {
         &self.endpoint
     }
 
-    /// PING, then INFO.
+    /// The topology, then PING and `INFO` on every master.
     async fn probe(&self) -> ComponentHealth {
         let start = Instant::now();
-        if let Err(err) = self.call_one(RedisRequest::Ping, &[b"PING"]).await {
-            self.samples.clear();
-            self.info.send_replace(None);
-            return ComponentHealth::down(format!(
-                "PING {} failed ({}): {err}",
-                self.endpoint,
-                err.kind.as_str()
-            ));
-        }
-        let latency_ms = millis_since(start);
-        let info = match self.call_one(RedisRequest::Info, &[b"INFO"]).await {
-            Ok(Reply::Bulk(Some(bytes))) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-            Ok(other) => Err(unexpected("INFO", &other)),
-            Err(err) => Err(err),
-        };
-        match info {
-            Ok(text) => {
-                let info = parse_info(&text);
-                self.samples.update(&info);
-                let version = info.redis_version.as_deref().unwrap_or("(version unknown)");
-                let details = format!(
-                    "redis {version} at {}: PONG in {latency_ms:.2} ms",
-                    self.endpoint
-                );
-                let health = ComponentHealth {
-                    used_memory_mb: info.used_memory.map(|b| b as f64 / (1024.0 * 1024.0)),
-                    ..ComponentHealth::new(Status::Healthy, details, Some(latency_ms))
-                };
-                self.info.send_replace(Some(info));
-                health
-            }
+        let topology = match self
+            .call(
+                RedisRequest::Topology,
+                false,
+                self.nodes.topology(&self.redis.master_changes),
+            )
+            .await
+        {
+            Ok(topology) => topology,
             Err(err) => {
-                self.samples.clear();
-                self.info.send_replace(None);
-                let details = format!(
-                    "{}: PONG, but INFO failed ({}): {err}",
+                return self.down(format!(
+                    "{} failed ({}): {err}",
                     self.endpoint,
                     err.kind.as_str()
-                );
-                ComponentHealth::new(Status::Degraded, details, Some(latency_ms))
+                ))
             }
+        };
+        let infos = match self.sample(&topology.masters).await {
+            Ok(infos) => infos,
+            Err(details) => return self.down(format!("{}: {details}", topology.summary)),
+        };
+        let latency_ms = millis_since(start);
+        self.redis.update(&infos, topology.replicas);
+        // The memory monitor's `redis` scope is the worst master's.
+        let worst = infos
+            .iter()
+            .map(|(_, info)| info)
+            .filter(|info| info.maxmemory.is_some_and(|max| max > 0))
+            .max_by(|a, b| used_ratio(a).total_cmp(&used_ratio(b)))
+            .or_else(|| infos.first().map(|(_, info)| info))
+            .cloned();
+        let version = infos
+            .first()
+            .and_then(|(_, info)| info.redis_version.clone())
+            .unwrap_or_else(|| "(version unknown)".into());
+        let used_memory_mb = worst
+            .as_ref()
+            .and_then(|info| info.used_memory)
+            .map(|b| b as f64 / (1024.0 * 1024.0));
+        self.info.send_replace(worst);
+        let (status, details) = if infos.len() == topology.masters.len() {
+            (
+                Status::Healthy,
+                format!(
+                    "redis {version}, {}: answered in {latency_ms:.2} ms",
+                    topology.summary
+                ),
+            )
+        } else {
+            (
+                Status::Degraded,
+                format!("{}: PONG, but INFO failed on a master", topology.summary),
+            )
+        };
+        ComponentHealth {
+            used_memory_mb,
+            ..ComponentHealth::new(status, details, Some(latency_ms))
         }
     }
 }
 
-/// One `SCAN` page: the next cursor and the keys.
-fn scan_page(reply: Reply) -> Result<(String, Vec<String>), BackendError> {
-    let Reply::Array(Some(mut parts)) = reply else {
-        return Err(unexpected("SCAN", &reply));
+fn used_ratio(info: &RedisInfo) -> f64 {
+    match (info.used_memory, info.maxmemory) {
+        (Some(used), Some(max)) if max > 0 => used as f64 / max as f64,
+        _ => 0.0,
+    }
+}
+
+/// What a `redis` crate error means for the canary: its `kind`, and the
+/// error codes of the replies in it (an aborted `MULTI` carries the code
+/// that aborted it, e.g. `OOM`). The message is scrubbed of `secrets`.
+fn classify(err: &redis::RedisError, secrets: &[Secret]) -> (BackendError, Vec<ReplyCode>) {
+    let codes: Vec<ReplyCode> = match err.clone().into_server_errors() {
+        Some(errors) => errors
+            .iter()
+            .map(|(_, e)| ReplyCode::of(e.code()))
+            .collect(),
+        None => err.code().map(ReplyCode::of).into_iter().collect(),
     };
-    let (Some(Reply::Array(Some(keys))), Some(Reply::Bulk(Some(cursor)))) =
-        (parts.pop(), parts.pop())
-    else {
-        return Err(unexpected("SCAN", &Reply::Array(Some(parts))));
+    let auth = |code: &ReplyCode| {
+        matches!(
+            code,
+            ReplyCode::NoAuth | ReplyCode::WrongPass | ReplyCode::NoPerm
+        )
     };
-    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
-    let keys = keys
-        .into_iter()
-        .filter_map(|key| match key {
-            Reply::Bulk(Some(bytes)) => Some(text(bytes)),
-            _ => None,
-        })
-        .collect();
-    Ok((text(cursor), keys))
+    use redis::ErrorKind as K;
+    let kind = if err.is_timeout() {
+        ErrorKind::Timeout
+    } else if codes.iter().any(auth) || err.kind() == K::AuthenticationFailed {
+        ErrorKind::Auth
+    } else if !codes.is_empty() {
+        ErrorKind::Server
+    } else if matches!(err.kind(), K::Parse | K::UnexpectedReturnType) {
+        ErrorKind::Protocol
+    } else {
+        ErrorKind::Connection
+    };
+    let mut message = err.to_string();
+    for secret in secrets {
+        message = secret.scrub(&message);
+    }
+    if message.contains("CaUsedAsEndEntity") {
+        message.push_str(
+            " (the server's certificate is itself a CA certificate: sign a leaf certificate \
+             with a CA, as Redis's gen-test-certs.sh does; see the README's TLS section)",
+        );
+    }
+    (BackendError::new(Backend::Redis, kind, message), codes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_codes_come_from_a_closed_set() {
+        assert_eq!(ReplyCode::of("OOM"), ReplyCode::Oom);
+        assert_eq!(ReplyCode::of("READONLY"), ReplyCode::ReadOnly);
+        assert_eq!(ReplyCode::of("ERR"), ReplyCode::Other);
+        assert_eq!(ReplyCode::of("oom"), ReplyCode::Other);
+    }
+
+    #[test]
+    fn auth_refusals_are_auth_and_secrets_are_scrubbed() {
+        let err = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+            "hunter2 was refused".to_owned(),
+        ));
+        let (error, _) = classify(&err, &[Secret::new("hunter2")]);
+        assert_eq!(error.kind, ErrorKind::Auth);
+        assert!(!error.message.contains("hunter2"), "{}", error.message);
+    }
 }
