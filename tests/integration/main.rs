@@ -15,5 +15,6 @@ mod prometheus;
 mod redis_security;
 mod reload;
 mod secrets;
+mod topologies;
 mod web;
 mod workload;

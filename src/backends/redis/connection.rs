@@ -12,6 +12,7 @@
 //!
 //! Nothing here connects at construction.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use redis::{
     ProtocolVersion, RedisConnectionInfo, RedisResult, TlsCertificates, TlsMode,
 };
 
-use super::topology::{owner_changes, parse_cluster_nodes, slot_owners, SlotOwners};
+use super::topology::{owner_changes, parse_cluster_nodes, remember, slot_owners, SlotOwners};
 use crate::config::values::RedisUrl;
 use crate::config::{RedisConfig, RedisMode};
 
@@ -46,6 +47,9 @@ pub(super) enum Nodes {
     },
     Cluster {
         conn: ClusterConnection,
+        /// Whether the seed answered as a cluster node: until it has, nothing
+        /// is sent (the crate would send it to a plain node as it is).
+        confirmed: AtomicBool,
         /// The slot map at the last look, to count new owners.
         owners: Mutex<Option<SlotOwners>>,
     },
@@ -125,6 +129,7 @@ impl Nodes {
                 let client = builder.build()?;
                 Self::Cluster {
                     conn: client.get_pending_async_connection_with_config(Default::default()),
+                    confirmed: AtomicBool::new(false),
                     owners: Mutex::new(None),
                 }
             }
@@ -170,8 +175,27 @@ impl Nodes {
         })
     }
 
+    /// Cluster mode: makes sure the seed is a cluster node before anything
+    /// else is sent.
+    async fn confirm_cluster(&self) -> RedisResult<()> {
+        if let Self::Cluster {
+            conn, confirmed, ..
+        } = self
+        {
+            if !confirmed.load(Ordering::Relaxed) {
+                let _: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn.clone())
+                    .await?;
+                confirmed.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     /// Sends `cmd` to the node that serves its key (or the only master).
     pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        self.confirm_cluster().await?;
         match self {
             Self::Standalone { conn, .. } => cmd.query_async(&mut conn.clone()).await,
             Self::Cluster { conn, .. } => cmd.query_async(&mut conn.clone()).await,
@@ -184,6 +208,7 @@ impl Nodes {
 
     /// Sends `pipe` (a `MULTI` within one slot) like [`Nodes::query`].
     pub(super) async fn query_pipe(&self, pipe: &Pipeline) -> RedisResult<()> {
+        self.confirm_cluster().await?;
         match self {
             Self::Standalone { conn, .. } => pipe.query_async(&mut conn.clone()).await,
             Self::Cluster { conn, .. } => pipe.query_async(&mut conn.clone()).await,
@@ -258,7 +283,7 @@ impl Nodes {
                         changes.inc_by(moved as u64);
                     }
                 }
-                *seen = Some(now);
+                *seen = Some(remember(seen.as_ref(), now));
                 let masters: Vec<String> = nodes
                     .iter()
                     .filter(|n| n.master && !n.failed && !n.slots.is_empty())

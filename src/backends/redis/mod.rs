@@ -547,16 +547,18 @@ fn used_ratio(info: &RedisInfo) -> f64 {
 }
 
 /// What a `redis` crate error means for the canary: its `kind`, and the
-/// error codes of the replies in it (an aborted `MULTI` carries the code
-/// that aborted it, e.g. `OOM`). The message is scrubbed of `secrets`.
+/// error codes in it, each once (an aborted `MULTI` carries the code that
+/// refused its commands, e.g. `OOM`). The message is scrubbed of `secrets`.
 fn classify(err: &redis::RedisError, secrets: &[Secret]) -> (BackendError, Vec<ReplyCode>) {
-    let codes: Vec<ReplyCode> = match err.clone().into_server_errors() {
+    let mut codes: Vec<ReplyCode> = match err.clone().into_server_errors() {
         Some(errors) => errors
             .iter()
             .map(|(_, e)| ReplyCode::of(e.code()))
             .collect(),
         None => err.code().map(ReplyCode::of).into_iter().collect(),
     };
+    codes.sort();
+    codes.dedup();
     let auth = |code: &ReplyCode| {
         matches!(
             code,
@@ -578,6 +580,12 @@ fn classify(err: &redis::RedisError, secrets: &[Secret]) -> (BackendError, Vec<R
     let mut message = err.to_string();
     for secret in secrets {
         message = secret.scrub(&message);
+    }
+    if message.contains("cluster support disabled") {
+        message = format!("--redis.mode cluster, but this node is not a cluster node: {message}");
+    }
+    if message.contains("cluster support disabled") {
+        message = format!("--redis.mode cluster, but this node is not a cluster node: {message}");
     }
     if message.contains("CaUsedAsEndEntity") {
         message.push_str(

@@ -69,6 +69,28 @@ pub(crate) fn slot_owners(nodes: &[ClusterNode]) -> SlotOwners {
         .collect()
 }
 
+/// The slot map to remember after a look: `now`, plus the ranges of
+/// `before` that no master serves at the moment (a master failed and its
+/// replica has not taken over yet), so the takeover still counts as a new
+/// owner when it comes.
+pub(crate) fn remember(before: Option<&SlotOwners>, mut now: SlotOwners) -> SlotOwners {
+    let Some(before) = before else {
+        return now;
+    };
+    let served = now.clone();
+    let overlaps = |start: u16, end: u16| {
+        served
+            .range(..=end)
+            .any(|(&s, (e, _))| s <= end && *e >= start)
+    };
+    for (&start, (end, addr)) in before {
+        if !overlaps(start, *end) {
+            now.insert(start, (*end, addr.clone()));
+        }
+    }
+    now
+}
+
 /// How many masters took over slots that another master served before:
 /// one per (new owner, old owner) pair, so a failover or one reshard step
 /// counts once, however many slots it moved.
@@ -135,6 +157,14 @@ abcdef :0@0 master,noaddr - 0 0 0 disconnected
             );
         let after = slot_owners(&parse_cluster_nodes(&failover));
         assert_eq!(owner_changes(&before, &after), 1);
+        // Seen through the gap: the master failed, its replica not yet master.
+        let gap = NODES.replace(
+            "127.0.0.1:30002@31002 master",
+            "127.0.0.1:30002@31002 master,fail",
+        );
+        let remembered = remember(Some(&before), slot_owners(&parse_cluster_nodes(&gap)));
+        assert_eq!(owner_changes(&before, &remembered), 0);
+        assert_eq!(owner_changes(&remembered, &after), 1);
         // 100 slots moved from 30001 to 30003.
         let reshard = NODES
             .replace("connected 0-5460 16000", "connected 100-5460 16000")

@@ -1,0 +1,559 @@
+//! Redis as production runs it: Sentinel and Cluster on loopback, real
+//! failovers and a reshard while the canary runs; and a standalone Redis at
+//! `maxmemory` under `noeviction`, whose PING answers while writes fail.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::helpers::{
+    free_port, poll, require, series, spawn_app, ChromaServer, RedisServer, TestApp,
+};
+
+/// The app with `toml` as its config file, which names the Redis nodes.
+async fn start_app(chroma: &ChromaServer, toml: &str) -> (TestApp, TempDir) {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let flags = [
+        "--chroma.url".to_owned(),
+        chroma.url(),
+        "--config.file".into(),
+        path.display().to_string(),
+    ];
+    (spawn_app(&flags).await, dir)
+}
+
+const PREFIX: &str = "llmcache:probe:";
+const CONFIG: &str = "[workload]\nrate = 40.0\nkey_ttl = \"5m\"\n[workload.mix]\n\
+    get_chat_history = 0.4\nstore_chat_entry = 0.4\nquery_similar_memories = 0.15\nstore_memory = 0.05\n";
+
+fn count(text: &str, operation: &str, outcome: &str) -> f64 {
+    series(
+        text,
+        &format!(
+            r#"llmcache_operation_duration_seconds_count{{operation="{operation}",outcome="{outcome}"}}"#
+        ),
+    )
+}
+
+/// Every error of every operation, whatever the kind.
+fn errors(text: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with("llmcache_operation_errors_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The probe keys on one node.
+fn probe_keys(node: &RedisServer) -> usize {
+    node.cli(&["--scan", "--pattern", &format!("{PREFIX}*")])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+}
+
+/// Waits until every operation has succeeded a few times.
+async fn wait_all_four(app: &TestApp, timeout: Duration) -> String {
+    poll("all four operations to succeed", timeout, || async {
+        let text = app.metrics().await;
+        (count(&text, "store_chat_entry", "success") >= 10.0
+            && count(&text, "store_memory", "success") >= 1.0
+            && count(&text, "get_chat_history", "cache_miss") >= 5.0
+            && count(&text, "query_similar_memories", "cache_miss") >= 1.0)
+            .then_some(text)
+    })
+    .await
+}
+
+/// Waits until no error has been counted for `quiet`, within `timeout`;
+/// returns how long that took.
+async fn wait_errors_stop(app: &TestApp, quiet: Duration, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    let mut last = errors(&app.metrics().await);
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = errors(&app.metrics().await);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return since.duration_since(start);
+        }
+        if start.elapsed() >= timeout {
+            let text = app.metrics().await;
+            let counted: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    (l.starts_with("llmcache_operation_errors_total{")
+                        || l.starts_with("llmcache_redis_error_replies_total{"))
+                        && !l.ends_with(" 0")
+                })
+                .collect();
+            panic!(
+                "errors still counted {timeout:?} later:\n{}",
+                counted.join("\n")
+            );
+        }
+    }
+}
+
+/// A user's key outside the prefix, and its `DUMP`.
+fn user_key(node: &RedisServer, key: &str) -> String {
+    node.cli(&["SET", key, "the user's value"]);
+    node.cli(&["DUMP", key])
+}
+
+// ---------------------------------------------------------------- Cluster
+
+/// Six nodes: three masters, a replica each.
+struct Cluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "1000",
+                    // A replica may take over however long ago it last
+                    // heard from its master (the test's nodes are idle).
+                    "--cluster-replica-validity-factor",
+                    "0",
+                ])
+            })
+            .collect();
+        let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
+        create.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        create.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
+        let create: Vec<&str> = create.iter().map(String::as_str).collect();
+        let out = nodes[0].cli(&create);
+        assert!(out.contains("[OK]"), "cluster create: {out}");
+        let cluster = Self { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster is not ok after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn masters(&self) -> Vec<&RedisServer> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running() && n.cli(&["ROLE"]).starts_with("master"))
+            .collect()
+    }
+
+    fn id(node: &RedisServer) -> String {
+        node.cli(&["CLUSTER", "MYID"]).trim().to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_spreads_sessions_over_every_master_and_cleans_up_every_node() {
+    let cluster = Cluster::start();
+    let chroma = ChromaServer::start();
+    let masters = cluster.masters();
+    assert_eq!(masters.len(), 3);
+    let dumps: Vec<String> = masters
+        .iter()
+        .map(|m| user_key(m, &format!("user:{}", m.port)))
+        .collect();
+    let config = format!(
+        "{CONFIG}[redis]\nmode = \"cluster\"\nurl = \"redis://127.0.0.1:{}\"\n",
+        cluster.nodes[0].port
+    );
+    let (app, _dir) = start_app(&chroma, &config).await;
+    wait_all_four(&app, Duration::from_secs(30)).await;
+    poll(
+        "probe keys on every master",
+        Duration::from_secs(30),
+        || async { masters.iter().all(|m| probe_keys(m) > 0).then_some(()) },
+    )
+    .await;
+    let text = app.metrics().await;
+    assert_eq!(errors(&text), 0.0, "{text}");
+    assert_eq!(series(&text, r#"llmcache_redis_nodes{role="master"}"#), 3.0);
+    assert_eq!(
+        series(&text, r#"llmcache_redis_nodes{role="replica"}"#),
+        3.0
+    );
+    for master in &masters {
+        let node = format!(
+            r#"llmcache_redis_used_memory_bytes{{node="127.0.0.1:{}"}}"#,
+            master.port
+        );
+        assert!(series(&text, &node) > 0.0);
+    }
+    let (_, health) = app.health().await;
+    let details = health["redis"]["details"].as_str().unwrap().to_owned();
+    assert!(
+        details.contains("cluster: 3 masters, 3 replicas, state ok"),
+        "{details}"
+    );
+
+    app.stop().await;
+    for (master, dump) in masters.iter().zip(&dumps) {
+        assert_eq!(probe_keys(master), 0, "probe keys left on {}", master.port);
+        assert_eq!(
+            &master.cli(&["DUMP", &format!("user:{}", master.port)]),
+            dump
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_and_a_reshard_under_traffic() {
+    let mut cluster = Cluster::start();
+    let chroma = ChromaServer::start();
+    let config = format!(
+        "{CONFIG}[redis]\nmode = \"cluster\"\nurl = \"redis://127.0.0.1:{}\"\n",
+        cluster.nodes[0].port
+    );
+    let (app, _dir) = start_app(&chroma, &config).await;
+    wait_all_four(&app, Duration::from_secs(30)).await;
+
+    // A reshard while traffic runs: MOVED and ASK are followed, no error.
+    let masters = cluster.masters();
+    let (from, to) = (Cluster::id(masters[0]), Cluster::id(masters[1]));
+    let before = errors(&app.metrics().await);
+    let out = masters[0].cli(&[
+        "--cluster",
+        "reshard",
+        &format!("127.0.0.1:{}", masters[0].port),
+        "--cluster-from",
+        &from,
+        "--cluster-to",
+        &to,
+        "--cluster-slots",
+        "500",
+        "--cluster-yes",
+        "--cluster-pipeline",
+        "10",
+    ]);
+    assert!(!out.contains("[ERR]"), "reshard: {out}");
+    cluster.wait_ok();
+    let text = app.metrics().await;
+    assert_eq!(errors(&text), before, "errors during the reshard:\n{text}");
+    poll(
+        "the new slot owner to count",
+        Duration::from_secs(10),
+        || async {
+            (series(&app.metrics().await, "llmcache_redis_master_changes_total") >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // SIGKILL a master: its replica takes over and the errors stop.
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port == masters[2].port)
+        .unwrap();
+    let changes = series(&app.metrics().await, "llmcache_redis_master_changes_total");
+    cluster.nodes[victim].kill();
+    let took = wait_errors_stop(&app, Duration::from_secs(3), Duration::from_secs(30)).await;
+    let (_, health) = app.health().await;
+    eprintln!("after the failover: {}", health["redis"]["details"]);
+    eprintln!("cluster failover: errors stopped {took:?} after the SIGKILL");
+    assert!(
+        took < Duration::from_secs(15),
+        "errors went on for {took:?}"
+    );
+    let text = app.metrics().await;
+    assert!(series(&text, "llmcache_redis_master_changes_total") > changes);
+    let stores = count(&text, "store_chat_entry", "success");
+    poll(
+        "writes after the failover",
+        Duration::from_secs(10),
+        || async {
+            (count(&app.metrics().await, "store_chat_entry", "success") > stores + 10.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let outages = series(
+        &text,
+        r#"llmcache_backend_outage_duration_seconds_count{backend="redis"}"#,
+    );
+    let lasted = series(
+        &text,
+        r#"llmcache_backend_outage_duration_seconds_sum{backend="redis"}"#,
+    );
+    eprintln!("cluster failover: {outages} outage(s), {lasted:.2} s in all");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_against_a_plain_node_says_so() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let config = format!("[redis]\nmode = \"cluster\"\nurl = \"{}\"\n", redis.url());
+    let (app, _dir) = start_app(&chroma, &config).await;
+    let details = poll("Redis reported down", Duration::from_secs(20), || async {
+        let (_, health) = app.health().await;
+        let details = health["redis"]["details"].as_str()?.to_owned();
+        (health["redis"]["status"] == "unhealthy" && details != "not probed yet").then_some(details)
+    })
+    .await;
+    eprintln!("cluster mode on a plain node: {details}");
+    assert!(details.contains("not a cluster node"), "{details}");
+    app.stop().await;
+    assert_eq!(probe_keys(&redis), 0, "nothing left behind");
+}
+
+// ---------------------------------------------------------------- Sentinel
+
+/// A `redis-sentinel` process watching `mymaster`.
+struct SentinelProcess {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl SentinelProcess {
+    fn start(master: u16) -> Self {
+        let binary = require("redis-sentinel", "apt-get install -y redis-sentinel");
+        let dir = TempDir::new().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master} 2\n\
+                 sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("sentinel.log");
+        let child = Command::new(binary)
+            .arg(&conf)
+            .args(["--logfile", &log.display().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start redis-sentinel");
+        wait_port(port, &log);
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for SentinelProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_port(port: u16, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-sentinel did not listen: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `redis-rs` clients (the daemon's) connected to `node`.
+fn daemon_clients(node: &RedisServer) -> usize {
+    node.cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| l.contains("lib-name=redis-rs"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_mode_follows_a_failover_and_never_writes_to_the_demoted_master() {
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_with(&[]);
+    replica.cli(&["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
+    let sentinels: Vec<SentinelProcess> = (0..3)
+        .map(|_| SentinelProcess::start(master.port))
+        .collect();
+    let chroma = ChromaServer::start();
+    let dump = user_key(&master, "user:sentinel");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while replica.cli(&["DUMP", "user:sentinel"]) != dump {
+        assert!(Instant::now() < deadline, "the replica did not sync");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let urls: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("redis://127.0.0.1:{}", s.port))
+        .collect();
+    let config = format!(
+        "{CONFIG}[redis]\nmode = \"sentinel\"\nsentinel_master = \"mymaster\"\nurl = \"{}\"\n",
+        urls.join(",")
+    );
+    let (app, _dir) = start_app(&chroma, &config).await;
+    let text = wait_all_four(&app, Duration::from_secs(30)).await;
+    assert_eq!(errors(&text), 0.0, "{text}");
+    let (_, health) = app.health().await;
+    let details = health["redis"]["details"].as_str().unwrap().to_owned();
+    let named = format!(
+        "sentinel \"mymaster\": master 127.0.0.1:{}, 3 sentinels",
+        master.port
+    );
+    assert!(details.contains(&named), "{details}");
+    assert_eq!(
+        series(&text, r#"llmcache_redis_nodes{role="replica"}"#),
+        1.0
+    );
+
+    // SIGKILL the master: within 15 s, traffic is on the replica.
+    master.kill();
+    let killed = Instant::now();
+    let now_master = format!("master 127.0.0.1:{}", replica.port);
+    poll(
+        "traffic on the new master",
+        Duration::from_secs(20),
+        || async {
+            let (_, health) = app.health().await;
+            let moved = health["redis"]["details"].as_str()?.contains(&now_master);
+            let text = app.metrics().await;
+            (moved && series(&text, "llmcache_redis_master_changes_total") >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let stores = count(&app.metrics().await, "store_chat_entry", "success");
+    poll(
+        "writes on the new master",
+        Duration::from_secs(10),
+        || async {
+            (count(&app.metrics().await, "store_chat_entry", "success") > stores + 5.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    eprintln!("sentinel failover: traffic on the new master {took:?} after the SIGKILL");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    // The old master comes back; the sentinels demote it; nothing of ours
+    // writes to it.
+    master.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !master.cli(&["ROLE"]).starts_with("slave") {
+        assert!(Instant::now() < deadline, "the old master was not demoted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_errors_stop(&app, Duration::from_secs(3), Duration::from_secs(20)).await;
+    assert_eq!(
+        daemon_clients(&master),
+        0,
+        "the daemon still talks to the demoted master"
+    );
+    let text = app.metrics().await;
+    let outages = series(
+        &text,
+        r#"llmcache_backend_outage_duration_seconds_count{backend="redis"}"#,
+    );
+    let lasted = series(
+        &text,
+        r#"llmcache_backend_outage_duration_seconds_sum{backend="redis"}"#,
+    );
+    eprintln!("sentinel failover: {outages} outage(s), {lasted:.2} s");
+    assert_eq!(outages, 1.0, "one outage, observed once it ended:\n{text}");
+    assert!((0.5..15.0).contains(&lasted), "an outage of {lasted} s");
+    assert_eq!(
+        series(&text, r#"llmcache_backend_outage_seconds{backend="redis"}"#),
+        0.0
+    );
+
+    app.stop().await;
+    assert_eq!(probe_keys(&replica), 0, "cleanup ran on the new master");
+    assert_eq!(replica.cli(&["DUMP", "user:sentinel"]), dump);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_sentinel_master_is_reported_and_retried() {
+    let master = RedisServer::start();
+    let sentinel = SentinelProcess::start(master.port);
+    let chroma = ChromaServer::start();
+    let config = format!(
+        "[redis]\nmode = \"sentinel\"\nsentinel_master = \"nosuch\"\nurl = \"redis://127.0.0.1:{}\"\n",
+        sentinel.port
+    );
+    let (app, _dir) = start_app(&chroma, &config).await;
+    let details = poll("Redis reported down", Duration::from_secs(20), || async {
+        let (_, health) = app.health().await;
+        let details = health["redis"]["details"].as_str()?.to_owned();
+        (health["redis"]["status"] == "unhealthy" && details != "not probed yet").then_some(details)
+    })
+    .await;
+    eprintln!("unknown sentinel master: {details}");
+    assert!(
+        details.contains("nosuch") || details.to_lowercase().contains("master"),
+        "{details}"
+    );
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------- OOM
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_full_under_noeviction_answers_ping_and_refuses_writes_with_oom() {
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
+    let chroma = ChromaServer::start();
+    // Fill it with the user's keys until writes are refused.
+    let value = "x".repeat(64 * 1024);
+    for i in 0.. {
+        if redis
+            .cli(&["SET", &format!("user:fill:{i}"), &value])
+            .contains("OOM")
+        {
+            break;
+        }
+        assert!(i < 1000, "Redis never refused a write");
+    }
+    let config = format!("{CONFIG}[redis]\nurl = \"{}\"\n", redis.url());
+    let (app, _dir) = start_app(&chroma, &config).await;
+    let text = poll("OOM refusals counted", Duration::from_secs(30), || async {
+        let text = app.metrics().await;
+        (series(&text, r#"llmcache_redis_error_replies_total{code="OOM"}"#) >= 3.0).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        series(&text, r#"llmcache_backend_up{backend="redis"}"#),
+        1.0,
+        "PING answers"
+    );
+    let refused = series(
+        &text,
+        r#"llmcache_operation_errors_total{operation="store_chat_entry",kind="server"}"#,
+    );
+    assert!(refused >= 3.0, "{text}");
+    app.stop().await;
+    assert_eq!(probe_keys(&redis), 0, "cleanup ran");
+}
