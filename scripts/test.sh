@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-apt_ensure redis-server:redis-server redis-cli:redis-tools prometheus:prometheus promtool:prometheus \
+apt_ensure redis-server:redis-server redis-cli:redis-tools redis-sentinel:redis-sentinel \
+  prometheus:prometheus promtool:prometheus \
   docker-compose:docker-compose
 chroma_ensure
 if [ ! -x "$VENV/bin/hadolint" ]; then

@@ -73,9 +73,13 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         // A reload reads the same flags and env, and the file again.
         let source = Box::new(move || Config::from_args(args.clone()).map(|i| i.config));
+        // Handlers first: a signal that arrives as soon as the daemon says
+        // it listens must stop it cleanly, not kill it.
+        let shutdown = shutdown_signal();
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let app = App::build(config, source).await?;
-        tokio::spawn(reload_on_hangup(app.reload_handle()));
-        app.run(shutdown_signal()).await
+        tokio::spawn(reload_on_hangup(hangup, app.reload_handle()));
+        app.run(shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,9 +91,11 @@ fn main() -> ExitCode {
 }
 
 /// Reloads on every SIGHUP. The outcome is logged by the app.
-async fn reload_on_hangup(handle: llm_cache_exporter::ReloadHandle) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+async fn reload_on_hangup(
+    hangup: std::io::Result<tokio::signal::unix::Signal>,
+    handle: llm_cache_exporter::ReloadHandle,
+) {
+    let Ok(mut hangup) = hangup else {
         tracing::error!("cannot install the SIGHUP handler; reload with POST /-/reload");
         return;
     };
@@ -99,18 +105,22 @@ async fn reload_on_hangup(handle: llm_cache_exporter::ReloadHandle) {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now; the future resolves on the
+/// first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stopping"),
-        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+    );
+    async move {
+        let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+        }
     }
 }

@@ -140,6 +140,31 @@ fn bad_flags_and_env_vars_exit_2_naming_them() {
     assert_refused(&["--redis.url", "http://redis:6379"], &[], "--redis.url");
     assert_refused(&["--redis.mode", "ring"], &[], "--redis.mode");
     assert_refused(
+        &["--redis.url", "redis://a:1,redis://b:2"],
+        &[],
+        "--redis.url",
+    );
+    assert_refused(
+        &["--redis.mode", "sentinel", "--redis.url", "redis://a:26379"],
+        &[],
+        "redis.sentinel_master",
+    );
+    assert_refused(
+        &[
+            "--redis.mode",
+            "cluster",
+            "--redis.url",
+            "redis://a:1,rediss://b:2",
+        ],
+        &[],
+        "--redis.url",
+    );
+    assert_refused(
+        &["--redis.sentinel-master", "mymaster"],
+        &[],
+        "--redis.sentinel-master",
+    );
+    assert_refused(
         &[],
         &[("LLMCACHE_REDIS_MODE", "ring")],
         "LLMCACHE_REDIS_MODE",
@@ -190,6 +215,9 @@ fn bad_file_values_exit_2_naming_the_key() {
     let cases = [
         ("[redis]\ntimeout = \"soon\"\n", "redis.timeout"),
         ("[redis]\nmode = \"ring\"\n", "redis.mode"),
+        ("[redis]\nurl = [\"redis://a:1\", \"redis://b:2\"]\n", "redis.url"),
+        ("[redis]\nurl = [\"redis://a:1\", 7]\n", "redis.url"),
+        ("[redis]\nmode = \"cluster\"\nurl = []\n", "redis.url"),
         ("[redis]\ntimeout = \"0s\"\n", "redis.timeout"),
         ("[redis]\nkey_prefix = \"llm*\"\n", "redis.key_prefix"),
         ("[redis]\nurll = \"redis://x\"\n", "urll"),

@@ -101,6 +101,49 @@ async fn wait_errors_stop(app: &TestApp, quiet: Duration, timeout: Duration) -> 
     }
 }
 
+/// The README's least-privilege ACL (by command), and what each mode adds.
+const ACL: &str = "on resetkeys ~llmcache:probe:* resetchannels -@all +ping +info \
+                   +lrange +rpush +ltrim +pexpire +multi +exec +scan +unlink";
+const ACL_CLUSTER: &str = "+cluster|slots +cluster|nodes +cluster|info";
+const ACL_SENTINEL: &str = "+role";
+const ACL_PASSWORD: &str = "acl-pa55:word/x";
+
+/// Creates the daemon's ACL user on `nodes`, as the README has it for this
+/// mode, and writes its password file; returns the `[redis]` lines that use
+/// them.
+fn acl_user(nodes: &[&RedisServer], extra: &str, dir: &Path) -> String {
+    let documented = format!(
+        "ACL SETUSER llmcache {} {extra}",
+        ACL.replacen("on ", "on >CHANGE-ME ", 1)
+    );
+    assert!(
+        include_str!("../../README.md").contains(&documented),
+        "the README documents exactly this ACL: {documented}"
+    );
+    for node in nodes {
+        let mut setuser = vec!["ACL", "SETUSER", "llmcache"];
+        setuser.extend(ACL.split_whitespace());
+        setuser.extend(extra.split_whitespace());
+        let password = format!(">{ACL_PASSWORD}");
+        setuser.push(&password);
+        assert_eq!(
+            node.cli(&setuser).trim(),
+            "OK",
+            "ACL SETUSER on {}",
+            node.port
+        );
+    }
+    let file = dir.join("redis-password");
+    std::fs::write(&file, format!("{ACL_PASSWORD}\n")).unwrap();
+    format!("password_file = \"{}\"\n", file.display())
+}
+
+/// Nothing the daemon sent was refused by an ACL on `node`.
+fn assert_acl_log_empty(node: &RedisServer) {
+    let log = node.cli(&["ACL", "LOG"]);
+    assert!(log.trim().is_empty(), "ACL LOG on {}: {log}", node.port);
+}
+
 /// A user's key outside the prefix, and its `DUMP`.
 fn user_key(node: &RedisServer, key: &str) -> String {
     node.cli(&["SET", key, "the user's value"]);
@@ -179,8 +222,11 @@ async fn cluster_mode_spreads_sessions_over_every_master_and_cleans_up_every_nod
         .iter()
         .map(|m| user_key(m, &format!("user:{}", m.port)))
         .collect();
+    let dir = TempDir::new().unwrap();
+    let all: Vec<&RedisServer> = cluster.nodes.iter().collect();
+    let password = acl_user(&all, ACL_CLUSTER, dir.path());
     let config = format!(
-        "{CONFIG}[redis]\nmode = \"cluster\"\nurl = \"redis://127.0.0.1:{}\"\n",
+        "{CONFIG}[redis]\nmode = \"cluster\"\nurl = \"redis://llmcache@127.0.0.1:{}\"\n{password}",
         cluster.nodes[0].port
     );
     let (app, _dir) = start_app(&chroma, &config).await;
@@ -213,6 +259,9 @@ async fn cluster_mode_spreads_sessions_over_every_master_and_cleans_up_every_nod
     );
 
     app.stop().await;
+    for node in &cluster.nodes {
+        assert_acl_log_empty(node);
+    }
     for (master, dump) in masters.iter().zip(&dumps) {
         assert_eq!(probe_keys(master), 0, "probe keys left on {}", master.port);
         assert_eq!(
@@ -411,8 +460,14 @@ async fn sentinel_mode_follows_a_failover_and_never_writes_to_the_demoted_master
         .iter()
         .map(|s| format!("redis://127.0.0.1:{}", s.port))
         .collect();
+    let dir = TempDir::new().unwrap();
+    let password = acl_user(&[&master, &replica], ACL_SENTINEL, dir.path());
+    let urls: Vec<String> = urls
+        .iter()
+        .map(|u| u.replace("redis://", "redis://llmcache@"))
+        .collect();
     let config = format!(
-        "{CONFIG}[redis]\nmode = \"sentinel\"\nsentinel_master = \"mymaster\"\nurl = \"{}\"\n",
+        "{CONFIG}[redis]\nmode = \"sentinel\"\nsentinel_master = \"mymaster\"\nurl = \"{}\"\n{password}",
         urls.join(",")
     );
     let (app, _dir) = start_app(&chroma, &config).await;
@@ -491,6 +546,7 @@ async fn sentinel_mode_follows_a_failover_and_never_writes_to_the_demoted_master
     );
 
     app.stop().await;
+    assert_acl_log_empty(&replica);
     assert_eq!(probe_keys(&replica), 0, "cleanup ran on the new master");
     assert_eq!(replica.cli(&["DUMP", "user:sentinel"]), dump);
 }
