@@ -183,7 +183,8 @@ impl MetricsBuilder {
     /// Adds the process collector (outside the namespace, as is standard) and
     /// freezes the registry.
     pub(crate) fn finish(mut self) -> Metrics {
-        self.root.register_collector(Box::new(ProcessCollector));
+        self.root
+            .register_collector(Box::new(ProcessCollector::default()));
         Metrics {
             registry: self.root,
             last_reload_successful: self.last_reload_successful,

@@ -28,6 +28,7 @@ use crate::backends::redis::RedisInfo;
 use crate::cache::Pool;
 use crate::config::MemoryConfig;
 use crate::metrics::{label_values, register_sampled, Sampled};
+use crate::process::ProcessCollector;
 use sources::{parse_cgroup_value, parse_meminfo, parse_psi, parse_self_cgroup, CgroupPath, Psi};
 use verdict::{Direction, Rule, Verdict};
 
@@ -172,6 +173,7 @@ pub(crate) struct MemoryMonitor {
     redis: watch::Receiver<Option<RedisInfo>>,
     metrics: MemoryMetrics,
     rss: Arc<AtomicU64>,
+    process: ProcessCollector,
 }
 
 impl MemoryMonitor {
@@ -188,6 +190,7 @@ impl MemoryMonitor {
             redis,
             metrics,
             rss: Arc::new(AtomicU64::new(0)),
+            process: ProcessCollector::default(),
         }
     }
 
@@ -382,7 +385,7 @@ impl MemoryMonitor {
 
     /// The daemon's own RSS, from the real `/proc` (not the fixture root).
     fn sample_rss(&self) {
-        if let Some(rss) = crate::process::resident_bytes() {
+        if let Some(rss) = self.process.resident_bytes() {
             self.rss.store(rss, Ordering::Relaxed);
         }
     }
