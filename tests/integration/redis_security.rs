@@ -10,7 +10,7 @@ use crate::pki::Pki;
 /// category, and as an explicit command list.
 const ACL_BY_CATEGORY: &str = "on resetkeys ~llmcache:probe:* resetchannels -@all +@read \
                                +@write +@transaction +@connection -@dangerous +info";
-const ACL_BY_COMMAND: &str = "on resetkeys ~llmcache:probe:* resetchannels -@all +ping +info \
+pub const ACL_BY_COMMAND: &str = "on resetkeys ~llmcache:probe:* resetchannels -@all +ping +info \
                               +lrange +rpush +ltrim +pexpire +multi +exec +scan +unlink";
 const ACL_PASSWORD: &str = "acl-pa55:word/x";
 
@@ -24,7 +24,8 @@ async fn the_documented_acl_by_command_is_enough_and_the_password_never_leaks() 
     acl_is_enough(ACL_BY_COMMAND).await;
 }
 
-async fn acl_is_enough(rules: &str) {
+/// The README documents exactly `rules` for the `llmcache` user.
+pub fn assert_documented(rules: &str) {
     let documented = format!(
         "ACL SETUSER llmcache {}",
         rules.replacen("on ", "on >CHANGE-ME ", 1)
@@ -33,6 +34,10 @@ async fn acl_is_enough(rules: &str) {
         include_str!("../../README.md").contains(&documented),
         "the README documents exactly this ACL: {documented}"
     );
+}
+
+async fn acl_is_enough(rules: &str) {
+    assert_documented(rules);
     let redis = RedisServer::start();
     let chroma = ChromaServer::start();
     let mut setuser = vec!["ACL", "SETUSER", "llmcache"];

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::redis_security::{assert_documented, ACL_BY_COMMAND};
+
 use crate::helpers::{
     free_port, poll, require, series, spawn_app, ChromaServer, RedisServer, TestApp,
 };
@@ -68,6 +70,15 @@ async fn wait_all_four(app: &TestApp, timeout: Duration) -> String {
     .await
 }
 
+/// Waits until `more` writes succeeded after this call.
+async fn wait_more_writes(app: &TestApp, more: f64, what: &str) {
+    let stores = count(&app.metrics().await, "store_chat_entry", "success");
+    poll(what, Duration::from_secs(10), || async {
+        (count(&app.metrics().await, "store_chat_entry", "success") > stores + more).then_some(())
+    })
+    .await;
+}
+
 /// Waits until no error has been counted for `quiet`, within `timeout`;
 /// returns how long that took.
 async fn wait_errors_stop(app: &TestApp, quiet: Duration, timeout: Duration) -> Duration {
@@ -101,9 +112,7 @@ async fn wait_errors_stop(app: &TestApp, quiet: Duration, timeout: Duration) -> 
     }
 }
 
-/// The README's least-privilege ACL (by command), and what each mode adds.
-const ACL: &str = "on resetkeys ~llmcache:probe:* resetchannels -@all +ping +info \
-                   +lrange +rpush +ltrim +pexpire +multi +exec +scan +unlink";
+/// What each mode adds to the README's least-privilege ACL (by command).
 const ACL_CLUSTER: &str = "+cluster|slots +cluster|nodes +cluster|info";
 const ACL_SENTINEL: &str = "+role";
 const ACL_PASSWORD: &str = "acl-pa55:word/x";
@@ -112,18 +121,11 @@ const ACL_PASSWORD: &str = "acl-pa55:word/x";
 /// mode, and writes its password file; returns the `[redis]` lines that use
 /// them.
 fn acl_user(nodes: &[&RedisServer], extra: &str, dir: &Path) -> String {
-    let documented = format!(
-        "ACL SETUSER llmcache {} {extra}",
-        ACL.replacen("on ", "on >CHANGE-ME ", 1)
-    );
-    assert!(
-        include_str!("../../README.md").contains(&documented),
-        "the README documents exactly this ACL: {documented}"
-    );
+    let rules = format!("{ACL_BY_COMMAND} {extra}");
+    assert_documented(&rules);
     for node in nodes {
         let mut setuser = vec!["ACL", "SETUSER", "llmcache"];
-        setuser.extend(ACL.split_whitespace());
-        setuser.extend(extra.split_whitespace());
+        setuser.extend(rules.split_whitespace());
         let password = format!(">{ACL_PASSWORD}");
         setuser.push(&password);
         assert_eq!(
@@ -332,16 +334,7 @@ async fn a_cluster_failover_and_a_reshard_under_traffic() {
     );
     let text = app.metrics().await;
     assert!(series(&text, "llmcache_redis_master_changes_total") > changes);
-    let stores = count(&text, "store_chat_entry", "success");
-    poll(
-        "writes after the failover",
-        Duration::from_secs(10),
-        || async {
-            (count(&app.metrics().await, "store_chat_entry", "success") > stores + 10.0)
-                .then_some(())
-        },
-    )
-    .await;
+    wait_more_writes(&app, 10.0, "writes after the failover").await;
     let outages = series(
         &text,
         r#"llmcache_backend_outage_duration_seconds_count{backend="redis"}"#,
@@ -500,16 +493,7 @@ async fn sentinel_mode_follows_a_failover_and_never_writes_to_the_demoted_master
         },
     )
     .await;
-    let stores = count(&app.metrics().await, "store_chat_entry", "success");
-    poll(
-        "writes on the new master",
-        Duration::from_secs(10),
-        || async {
-            (count(&app.metrics().await, "store_chat_entry", "success") > stores + 5.0)
-                .then_some(())
-        },
-    )
-    .await;
+    wait_more_writes(&app, 5.0, "writes on the new master").await;
     let took = killed.elapsed();
     eprintln!("sentinel failover: traffic on the new master {took:?} after the SIGKILL");
     assert!(took < Duration::from_secs(15), "{took:?}");

@@ -52,6 +52,8 @@ pub(super) enum Nodes {
         confirmed: AtomicBool,
         /// The slot map at the last look, to count new owners.
         owners: Mutex<Option<SlotOwners>>,
+        /// `llmcache_redis_master_changes_total`.
+        changes: Counter,
     },
     Sentinel(Box<Sentinel>),
 }
@@ -65,6 +67,8 @@ pub(super) struct Sentinel {
     master: ArcSwapOption<Master>,
     /// The last master address seen, to count changes.
     last: Mutex<Option<String>>,
+    /// `llmcache_redis_master_changes_total`.
+    changes: Counter,
 }
 
 /// What a look at the topology found.
@@ -77,8 +81,9 @@ pub(super) struct Topology {
 }
 
 impl Nodes {
-    /// Builds the clients of `config.mode`; connects nothing.
-    pub(super) fn new(config: &RedisConfig) -> RedisResult<Self> {
+    /// Builds the clients of `config.mode`; connects nothing. A new
+    /// sentinel master or cluster slot owner counts into `changes`.
+    pub(super) fn new(config: &RedisConfig, changes: Counter) -> RedisResult<Self> {
         let first = config.url.first();
         let certs = certificates(config)?;
         let redis = node_settings(config);
@@ -131,6 +136,7 @@ impl Nodes {
                     conn: client.get_pending_async_connection_with_config(Default::default()),
                     confirmed: AtomicBool::new(false),
                     owners: Mutex::new(None),
+                    changes,
                 }
             }
             RedisMode::Sentinel => {
@@ -170,9 +176,16 @@ impl Nodes {
                     manager,
                     master: ArcSwapOption::empty(),
                     last: Mutex::new(None),
+                    changes,
                 }))
             }
         })
+    }
+
+    /// Whether requests spread over several masters (cluster mode), so one
+    /// master's failure says nothing of the others.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster { .. })
     }
 
     /// Cluster mode: makes sure the seed is a cluster node before anything
@@ -200,7 +213,7 @@ impl Nodes {
             Self::Standalone { conn, .. } => cmd.query_async(&mut conn.clone()).await,
             Self::Cluster { conn, .. } => cmd.query_async(&mut conn.clone()).await,
             Self::Sentinel(sentinel) => {
-                cmd.query_async(&mut sentinel.master(None).await?.conn)
+                cmd.query_async(&mut sentinel.master(false).await?.conn)
                     .await
             }
         }
@@ -213,7 +226,7 @@ impl Nodes {
             Self::Standalone { conn, .. } => pipe.query_async(&mut conn.clone()).await,
             Self::Cluster { conn, .. } => pipe.query_async(&mut conn.clone()).await,
             Self::Sentinel(sentinel) => {
-                pipe.query_async(&mut sentinel.master(None).await?.conn)
+                pipe.query_async(&mut sentinel.master(false).await?.conn)
                     .await
             }
         }
@@ -242,8 +255,8 @@ impl Nodes {
 
     /// Who serves: the masters, how many replicas, and a summary. In
     /// sentinel mode this asks the sentinels again; in cluster mode it
-    /// counts slots that changed owner into `changes`.
-    pub(super) async fn topology(&self, changes: &Counter) -> RedisResult<Topology> {
+    /// counts slots that changed owner.
+    pub(super) async fn topology(&self) -> RedisResult<Topology> {
         match self {
             Self::Standalone { endpoint, .. } => Ok(Topology {
                 masters: vec![endpoint.clone()],
@@ -251,7 +264,7 @@ impl Nodes {
                 summary: format!("standalone {endpoint}"),
             }),
             Self::Sentinel(sentinel) => {
-                let master = sentinel.master(Some(changes)).await?;
+                let master = sentinel.master(true).await?;
                 Ok(Topology {
                     summary: format!(
                         "sentinel {:?}: master {}, {} sentinels",
@@ -261,7 +274,9 @@ impl Nodes {
                     replicas: self.replicas().await?,
                 })
             }
-            Self::Cluster { owners, .. } => {
+            Self::Cluster {
+                owners, changes, ..
+            } => {
                 let text: String = self
                     .query(&redis::cmd("CLUSTER").arg("NODES").clone())
                     .await?;
@@ -326,23 +341,25 @@ impl Nodes {
 
 impl Sentinel {
     /// The master: the current connection, unless `recheck` asks the
-    /// sentinels again (counting a new address into it).
-    async fn master(&self, recheck: Option<&Counter>) -> RedisResult<Master> {
+    /// sentinels again. A new address counts as a master change, whichever
+    /// request finds it first.
+    async fn master(&self, recheck: bool) -> RedisResult<Master> {
         let Self {
             name,
             client,
             manager,
             master,
             last,
+            changes,
             ..
         } = self;
-        if recheck.is_none() {
+        if !recheck {
             if let Some(current) = master.load_full() {
                 return Ok((*current).clone());
             }
         }
         let mut client = client.lock().await;
-        if recheck.is_none() {
+        if !recheck {
             if let Some(current) = master.load_full() {
                 return Ok((*current).clone());
             }
@@ -358,9 +375,7 @@ impl Sentinel {
             .replace(addr.clone());
         if let Some(previous) = previous.filter(|p| *p != addr) {
             tracing::warn!(master = %name, from = %previous, to = %addr, "the sentinels name a new master");
-            if let Some(changes) = recheck {
-                changes.inc();
-            }
+            changes.inc();
         }
         let conn = ConnectionManager::new_lazy_with_config(found, manager.clone())?;
         let current = Master { addr, conn };

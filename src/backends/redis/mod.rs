@@ -218,7 +218,9 @@ fn set_or_clear(sampled: &Sampled, value: Option<f64>) {
 }
 
 /// After a failed connection, requests fail fast for a back-off, so a down
-/// Redis is not hammered at the workload's rate. Probes always try.
+/// Redis is not hammered at the workload's rate. Probes always try, and in
+/// cluster mode nothing is gated: one master down says nothing of the
+/// others, and the crate retries and refreshes its slot map itself.
 #[derive(Default)]
 struct Gate {
     backoff: Backoff,
@@ -257,7 +259,8 @@ impl RedisBackend {
                     .map(|f| f.secret.clone()),
             )
             .collect();
-        let nodes = Nodes::new(config).map_err(|err| classify(&err, &secrets).0)?;
+        let nodes = Nodes::new(config, redis.master_changes.clone())
+            .map_err(|err| classify(&err, &secrets).0)?;
         let endpoint = config
             .url
             .0
@@ -302,6 +305,7 @@ impl RedisBackend {
         gated: bool,
         send: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, BackendError> {
+        let gated = gated && !self.nodes.is_cluster();
         if gated {
             let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((until, err)) = &gate.closed {
@@ -331,7 +335,7 @@ impl RedisBackend {
         self.metrics.observe(request, start.elapsed(), &result);
         let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
         match &result {
-            Err(err) if err.kind == ErrorKind::Connection => {
+            Err(err) if gated && err.kind == ErrorKind::Connection => {
                 let delay = gate.backoff.next_delay();
                 gate.closed = Some((Instant::now() + delay, err.clone()));
             }
@@ -350,7 +354,8 @@ impl RedisBackend {
         start: i64,
         stop: i64,
     ) -> Result<Vec<String>, BackendError> {
-        let cmd = redis::cmd("LRANGE").arg(key).arg(start).arg(stop).clone();
+        let mut cmd = redis::cmd("LRANGE");
+        cmd.arg(key).arg(start).arg(stop);
         self.call(RedisRequest::Lrange, true, self.nodes.query(&cmd))
             .await
     }
@@ -363,15 +368,14 @@ impl RedisBackend {
         keep: i64,
         ttl_ms: u64,
     ) -> Result<(), BackendError> {
-        let pipe = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .rpush(key, value)
             .ignore()
             .ltrim(key, -(keep as isize), -1)
             .ignore()
             .pexpire(key, i64::try_from(ttl_ms).unwrap_or(i64::MAX))
-            .ignore()
-            .clone();
+            .ignore();
         self.call(RedisRequest::StoreEntry, true, self.nodes.query_pipe(&pipe))
             .await
     }
@@ -380,24 +384,19 @@ impl RedisBackend {
     /// and `UNLINK`, never `KEYS` or `FLUSH*`. Returns how many keys went.
     pub(crate) async fn unlink_prefix(&self, prefix: &str) -> Result<u64, BackendError> {
         let topology = self
-            .call(
-                RedisRequest::Topology,
-                false,
-                self.nodes.topology(&self.redis.master_changes),
-            )
+            .call(RedisRequest::Topology, false, self.nodes.topology())
             .await?;
         let pattern = format!("{prefix}*");
         let mut removed = 0;
         for master in &topology.masters {
             let mut cursor: u64 = 0;
             loop {
-                let scan = redis::cmd("SCAN")
-                    .arg(cursor)
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
                     .arg("MATCH")
                     .arg(&pattern)
                     .arg("COUNT")
-                    .arg(500)
-                    .clone();
+                    .arg(500);
                 let (next, keys): (u64, Vec<String>) = self
                     .call(
                         RedisRequest::Scan,
@@ -409,7 +408,8 @@ impl RedisBackend {
                 let keys: Vec<String> =
                     keys.into_iter().filter(|k| k.starts_with(prefix)).collect();
                 if !keys.is_empty() {
-                    let unlink = redis::cmd("UNLINK").arg(&keys).clone();
+                    let mut unlink = redis::cmd("UNLINK");
+                    unlink.arg(&keys);
                     let n: u64 = self
                         .call(RedisRequest::Unlink, false, self.nodes.query(&unlink))
                         .await?;
@@ -433,7 +433,7 @@ impl RedisBackend {
     async fn sample(&self, masters: &[String]) -> Result<Vec<(String, RedisInfo)>, String> {
         let mut infos = Vec::with_capacity(masters.len());
         for master in masters {
-            let ping = redis::cmd("PING").clone();
+            let ping = redis::cmd("PING");
             let pong: Result<String, _> = self
                 .call(
                     RedisRequest::Ping,
@@ -447,7 +447,7 @@ impl RedisBackend {
                     err.kind.as_str()
                 ));
             }
-            let info = redis::cmd("INFO").clone();
+            let info = redis::cmd("INFO");
             match self
                 .call(
                     RedisRequest::Info,
@@ -479,11 +479,7 @@ impl Probe for RedisBackend {
     async fn probe(&self) -> ComponentHealth {
         let start = Instant::now();
         let topology = match self
-            .call(
-                RedisRequest::Topology,
-                false,
-                self.nodes.topology(&self.redis.master_changes),
-            )
+            .call(RedisRequest::Topology, false, self.nodes.topology())
             .await
         {
             Ok(topology) => topology,
@@ -580,9 +576,6 @@ fn classify(err: &redis::RedisError, secrets: &[Secret]) -> (BackendError, Vec<R
     let mut message = err.to_string();
     for secret in secrets {
         message = secret.scrub(&message);
-    }
-    if message.contains("cluster support disabled") {
-        message = format!("--redis.mode cluster, but this node is not a cluster node: {message}");
     }
     if message.contains("cluster support disabled") {
         message = format!("--redis.mode cluster, but this node is not a cluster node: {message}");
