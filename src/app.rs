@@ -8,7 +8,7 @@
 //! does not validate or build changes nothing. The listener and the metric
 //! [`Families`] live for the whole process.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,7 +30,8 @@ use crate::config::{Config, ConfigError};
 use crate::embeddings::Embedder;
 use crate::health::HealthSources;
 use crate::http::auth::BasicAuth;
-use crate::http::listener::{TlsSetting, WebListener};
+use crate::http::connections::{ConnectionMetrics, Connections, Limits};
+use crate::http::listener::{serve, TlsSetting};
 use crate::http::watch::{WebOutcome, WebWatch};
 use crate::http::{router, HttpState, ReloadRequest};
 use crate::memory::{MemoryMetrics, MemoryMonitor};
@@ -48,6 +49,7 @@ struct Families {
     cache: CacheFamilies,
     workload: WorkloadMetrics,
     memory: MemoryMetrics,
+    connections: ConnectionMetrics,
 }
 
 impl Families {
@@ -66,6 +68,7 @@ impl Families {
         let cache = CacheFamilies::register(builder.namespace());
         let workload = WorkloadMetrics::register(builder.namespace());
         let memory = MemoryMetrics::register(builder.namespace());
+        let connections = ConnectionMetrics::register(builder.namespace());
         Self {
             metrics: Arc::new(builder.finish()),
             backend,
@@ -74,6 +77,7 @@ impl Families {
             cache,
             workload,
             memory,
+            connections,
         }
     }
 }
@@ -326,14 +330,23 @@ impl App {
         let security = &self.config.web.file.security;
         let tls: TlsSetting = Arc::new(ArcSwapOption::new(security.tls.clone()));
         let auth = BasicAuth::new(security.users.clone());
-        let listener = WebListener::new(self.listener, tls.clone())
-            .context("cannot read the bound address")?;
-        let stop_serving = CancellationToken::new();
-        let server = tokio::spawn(
-            axum::serve(listener, router(self.http.clone(), auth.clone()))
-                .with_graceful_shutdown(stop_serving.clone().cancelled_owned())
-                .into_future(),
+        let web = &self.config.web;
+        let connections = Connections::new(
+            Limits {
+                read_header_timeout: web.read_header_timeout,
+                idle_timeout: web.idle_timeout,
+                max_connections: web.max_connections,
+            },
+            self.families.connections.clone(),
         );
+        let stop_serving = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            self.listener,
+            tls.clone(),
+            connections,
+            router(self.http.clone(), auth.clone()),
+            stop_serving.clone(),
+        ));
         let (web_outcomes, mut web_changes) = mpsc::unbounded_channel::<WebOutcome>();
         let web = WebWatch::start(
             self.config.web.file.clone(),
@@ -383,10 +396,7 @@ impl App {
         stop_serving.cancel();
         let running = running.stop().await;
         running.cleanup().await;
-        server
-            .await
-            .context("the HTTP server panicked")?
-            .context("the HTTP server failed")
+        server.await.context("the HTTP server panicked")
     }
 }
 

@@ -99,6 +99,18 @@ pub(crate) struct WebConfig {
     #[default(SocketAddr::from(([0, 0, 0, 0], 9860)))]
     #[serde(deserialize_with = "listen_address")]
     pub(crate) listen_address: SocketAddr,
+    /// How long a request may take to arrive, from its first byte.
+    #[default(Duration::from_secs(10))]
+    #[serde(with = "duration")]
+    pub(crate) read_header_timeout: Duration,
+    /// How long a keep-alive connection may sit idle.
+    #[default(Duration::from_secs(300))]
+    #[serde(with = "duration")]
+    pub(crate) idle_timeout: Duration,
+    /// Connections open at once; at the cap the quietest is closed.
+    #[default(1024)]
+    #[serde(deserialize_with = "int::<_, _, 1, 65_536>")]
+    pub(crate) max_connections: usize,
     /// `--web.config.file` (which has no TOML key) and what it says.
     #[serde(skip)]
     pub(crate) file: WebSettings,

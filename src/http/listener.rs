@@ -1,149 +1,139 @@
-//! The HTTP listener: plain TCP, or TLS when the web config asks for it.
+//! The HTTP server: plain TCP, or TLS when the web config asks for it, each
+//! connection served by hyper's HTTP/1 with the router.
 //!
-//! TLS handshakes run in their own tasks, so a client that connects and says
-//! nothing cannot hold up everyone behind it. They are bounded in number and
-//! in time. The TLS configuration is read per connection, so a reload that
-//! changes certificates, client CAs, or turns TLS on or off applies to the next
-//! connection without closing the socket.
-//!
-//! Open connections are capped: at the cap the listener stops accepting and
-//! the kernel's backlog holds newcomers, so a flood of clients costs a bounded
-//! amount of memory.
+//! Every accepted connection takes a slot in [`Connections`], which closes
+//! connections whose request waits too long, idle ones, and at the cap the
+//! quietest one, so clients that connect and send nothing (or half a
+//! request) cannot lock anyone out. TLS handshakes run in their connection's
+//! own task, bounded in time. The TLS configuration is read per connection,
+//! so a change to certificates, client CAs, or TLS on or off applies to the
+//! next connection without closing the socket. Headers larger than
+//! [`MAX_HEAD`] get 431 from hyper.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
 
-/// Handshakes in progress at once; connections beyond are closed at once.
-const HANDSHAKES_MAX: usize = 64;
-/// Connections open at once (each holds a few kilobytes of buffers).
-const CONNECTIONS_MAX: usize = 1024;
-/// A client that has not finished its handshake by then is dropped.
+use super::connections::{CloseReason, Connections, Slot};
+
+/// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request line and headers accepted (hyper answers 431 past it).
+const MAX_HEAD: usize = 64 * 1024;
+/// How long a shutdown waits for requests in progress.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// What Go's servers answer to plain HTTP on a TLS port, so users of curl and
 /// of Prometheus's `scheme: http` see the mistake, not a reset.
 const PLAIN_ON_TLS: &[u8] =
     b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
-/// The TLS settings the listener reads per connection; `None` is plain HTTP.
+/// The TLS settings read per connection; `None` is plain HTTP.
 pub(crate) type TlsSetting = Arc<ArcSwapOption<ServerConfig>>;
 
-/// A connection, plain or TLS, holding its place under the cap.
-pub(crate) struct Conn {
-    stream: Stream,
-    _slot: OwnedSemaphorePermit,
+/// A connection, plain or TLS, recording its activity in its slot.
+struct Tracked {
+    stream: Either<TcpStream, TlsStream<TcpStream>>,
+    slot: Slot,
 }
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-/// An `axum::serve` listener fed by the accept task.
-pub(crate) struct WebListener {
-    incoming: mpsc::Receiver<(Conn, SocketAddr)>,
-    addr: SocketAddr,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl WebListener {
-    /// Starts accepting on `listener`.
-    pub(crate) fn new(listener: TcpListener, tls: TlsSetting) -> io::Result<Self> {
-        let addr = listener.local_addr()?;
-        let (sender, incoming) = mpsc::channel(HANDSHAKES_MAX);
-        let accept = tokio::spawn(accept_loop(listener, tls, sender));
-        Ok(Self {
-            incoming,
-            addr,
-            accept,
-        })
-    }
-}
-
-impl Drop for WebListener {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
-}
-
-impl axum::serve::Listener for WebListener {
-    type Io = Conn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.incoming.recv().await {
-            Some(accepted) => accepted,
-            // The accept task only stops when aborted, which drops us first.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.addr)
-    }
-}
-
-async fn accept_loop(
+/// Serves `router` on `listener` until `stop`, then lets requests in progress
+/// finish (bounded) and returns.
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: TlsSetting,
-    sender: mpsc::Sender<(Conn, SocketAddr)>,
+    connections: Arc<Connections>,
+    router: Router,
+    stop: CancellationToken,
 ) {
-    let handshakes = Arc::new(Semaphore::new(HANDSHAKES_MAX));
-    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let mut http = http1::Builder::new();
+    // The read-header and idle timeouts are the slots' (hyper's own
+    // header timer would also cut idle keep-alive connections).
+    http.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_header_size(MAX_HEAD);
+    let http = Arc::new(http);
+    let graceful = GracefulShutdown::new();
+    tokio::spawn(connections.clone().watch(stop.clone()));
     loop {
-        let Ok(slot) = connections.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // EMFILE and friends: back off rather than spin.
-                tracing::warn!(error = %err, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(config) = tls.load_full() else {
-            let conn = Conn {
-                stream: Stream::Plain(stream),
-                _slot: slot,
-            };
-            if sender.send((conn, peer)).await.is_err() {
-                return;
-            }
-            continue;
-        };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many TLS handshakes in progress; closing");
-            continue;
-        };
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, config)).await {
-                Ok(Ok(stream)) => {
-                    let conn = Conn {
-                        stream: Stream::Tls(Box::new(stream)),
-                        _slot: slot,
-                    };
-                    let _ = sender.send((conn, peer)).await;
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: back off rather than spin.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            },
+        };
+        let slot = connections.admit();
+        let close = slot.activity.close.clone();
+        let config = tls.load_full();
+        let (http, router, watcher) = (http.clone(), router.clone(), graceful.watcher());
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            let stream = match config {
+                None => {
+                    // hyper allocates its buffers as soon as it serves a
+                    // connection; one that says nothing costs only its socket.
+                    tokio::select! {
+                        () = close.cancelled() => return,
+                        readable = stream.readable() => if readable.is_err() { return },
+                    }
+                    Either::Left(stream)
+                }
+                Some(config) => {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, config));
+                    match tokio::select! {
+                        () = close.cancelled() => return,
+                        done = handshake => done,
+                    } {
+                        Ok(Ok(stream)) => Either::Right(stream),
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            connections.metrics().closed(CloseReason::HandshakeTimeout);
+                            return;
+                        }
+                    }
+                }
+            };
+            let io = TokioIo::new(Tracked { stream, slot });
+            let service = TowerToHyperService::new(router);
+            let connection = watcher.watch(http.serve_connection(io, service));
+            tokio::select! {
+                () = close.cancelled() => {}
+                _ = connection => {}
             }
         });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP requests still in progress {DRAIN:?} after the shutdown");
     }
 }
 
@@ -161,46 +151,34 @@ async fn handshake(
     TlsAcceptor::from(config).accept(stream).await
 }
 
-macro_rules! both {
-    ($self:ident, $stream:ident => $call:expr) => {
-        match &mut $self.get_mut().stream {
-            Stream::Plain($stream) => {
-                let $stream = Pin::new($stream);
-                $call
-            }
-            Stream::Tls($stream) => {
-                let $stream = Pin::new($stream.as_mut());
-                $call
-            }
-        }
-    };
-}
-
-impl AsyncRead for Conn {
+impl AsyncRead for Tracked {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        both!(self, s => s.poll_read(cx, buf))
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.slot.activity.read();
+        }
+        polled
     }
 }
 
-impl AsyncWrite for Conn {
+impl AsyncWrite for Tracked {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        both!(self, s => s.poll_write(cx, buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        both!(self, s => s.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        both!(self, s => s.poll_shutdown(cx))
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.slot.activity.wrote();
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -208,13 +186,23 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        both!(self, s => s.poll_write_vectored(cx, bufs))
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.slot.activity.wrote();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.stream {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }

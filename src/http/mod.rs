@@ -4,6 +4,7 @@
 //! background loops measured; none of them talks to a backend.
 
 pub(crate) mod auth;
+pub(crate) mod connections;
 pub(crate) mod listener;
 pub(crate) mod watch;
 
@@ -47,8 +48,21 @@ pub(crate) fn router(state: HttpState, auth: auth::BasicAuth) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload).put(reload))
+        .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn_with_state(auth, auth::require))
+}
+
+/// An unknown path: 404, with the way back.
+async fn not_found() -> (StatusCode, Html<&'static str>) {
+    (
+        StatusCode::NOT_FOUND,
+        Html(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not found</title></head>\n\
+             <body><p>Nothing here. See <a href=\"/\">/</a>, <a href=\"/metrics\">/metrics</a> \
+             or <a href=\"/health\">/health</a>.</p></body></html>\n",
+        ),
+    )
 }
 
 /// Like Prometheus: 200 once the new configuration runs, 500 with the reason

@@ -6,6 +6,7 @@ mod cli;
 mod dashboards;
 mod embeddings;
 mod faults;
+mod flood;
 mod helpers;
 mod http_surface;
 mod ingress;

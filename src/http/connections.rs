@@ -1,0 +1,301 @@
+//! The open connections: a fixed number of slots that a flood of clients
+//! cannot keep.
+//!
+//! Each connection records when it last read or wrote a byte, and since when
+//! a request has been waiting for its answer (from its first byte to the
+//! first byte of the response). A watchdog closes a connection whose request
+//! has not been answered within `web.read_header_timeout` (a client that
+//! sends its headers byte by byte, or only half of them), and one that has
+//! been idle for `web.idle_timeout`. When every slot is taken, one is closed
+//! to make room: the one quiet longest among those that were never
+//! answered, so connections that send nothing or part of a request cannot
+//! lock out a scrape, and a scraper's keep-alive connection outlives them;
+//! each close is counted in
+//! `llmcache_http_connections_closed_total{reason}`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::label_values;
+
+label_values! {
+    /// Why the server closed a connection, as the `reason` label spells it.
+    pub(crate) enum CloseReason {
+        /// A request not answered within `web.read_header_timeout`.
+        HeaderTimeout => "header_timeout",
+        /// No byte either way for `web.idle_timeout`.
+        IdleTimeout => "idle_timeout",
+        /// Closed to make room at `web.max_connections`.
+        Limit => "limit",
+        /// A TLS handshake that did not finish within 10 s.
+        HandshakeTimeout => "handshake_timeout",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: CloseReason,
+}
+
+/// `llmcache_http_connections_closed_total{reason}`.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionMetrics(Family<ReasonLabels, Counter>);
+
+impl ConnectionMetrics {
+    /// Registers the family with every reason at zero.
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let family = Family::<ReasonLabels, Counter>::default();
+        for reason in CloseReason::ALL {
+            let _ = family.get_or_create(&ReasonLabels { reason: *reason });
+        }
+        registry.register(
+            "http_connections_closed",
+            "HTTP connections the server closed, by reason",
+            family.clone(),
+        );
+        Self(family)
+    }
+
+    /// Counts one close.
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        self.0.get_or_create(&ReasonLabels { reason }).inc();
+    }
+}
+
+/// How long connections may wait, and how many may be open.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) read_header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+/// One connection's activity, shared by its stream and the watchdog.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last byte read or written.
+    last: AtomicU64,
+    /// Milliseconds since `epoch` plus one at which an unanswered request
+    /// began; 0 while none is.
+    waiting: AtomicU64,
+    /// Whether it was ever answered: a scraper's keep-alive connection is,
+    /// a flood's never is.
+    served: AtomicBool,
+    /// Closes the connection.
+    pub(crate) close: CancellationToken,
+}
+
+impl Activity {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Bytes of a request arrived.
+    pub(crate) fn read(&self) {
+        let now = self.now();
+        self.last.store(now, Ordering::Relaxed);
+        let _ = self
+            .waiting
+            .compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Bytes of a response left: the request is answered.
+    pub(crate) fn wrote(&self) {
+        self.last.store(self.now(), Ordering::Relaxed);
+        self.waiting.store(0, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The open connections.
+#[derive(Debug)]
+pub(crate) struct Connections {
+    epoch: Instant,
+    limits: Limits,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+    next: AtomicU64,
+    metrics: ConnectionMetrics,
+}
+
+/// A connection's place among the open ones; gives it up when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    id: u64,
+    connections: Arc<Connections>,
+    pub(crate) activity: Arc<Activity>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.connections
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Connections {
+    /// No connection open yet.
+    pub(crate) fn new(limits: Limits, metrics: ConnectionMetrics) -> Arc<Self> {
+        Arc::new(Self {
+            epoch: Instant::now(),
+            limits,
+            open: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            metrics,
+        })
+    }
+
+    /// The counter of closes, for the listener's own.
+    pub(crate) fn metrics(&self) -> &ConnectionMetrics {
+        &self.metrics
+    }
+
+    /// A slot for a new connection. At the cap, one is closed to make room:
+    /// the one quiet longest among those never answered, else among all.
+    pub(crate) fn admit(self: &Arc<Self>) -> Slot {
+        let activity = Arc::new(Activity {
+            epoch: self.epoch,
+            last: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            served: AtomicBool::new(false),
+            close: CancellationToken::new(),
+        });
+        activity.last.store(activity.now(), Ordering::Relaxed);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        // Closed ones leave when their task ends; only live ones count.
+        let live = open.values().filter(|a| !a.close.is_cancelled()).count();
+        if live >= self.limits.max_connections {
+            let quietest = open
+                .values()
+                .filter(|a| !a.close.is_cancelled())
+                .min_by_key(|a| {
+                    (
+                        a.served.load(Ordering::Relaxed),
+                        a.last.load(Ordering::Relaxed),
+                    )
+                });
+            if let Some(quietest) = quietest {
+                quietest.close.cancel();
+                self.metrics.closed(CloseReason::Limit);
+            }
+        }
+        open.insert(id, activity.clone());
+        Slot {
+            id,
+            connections: self.clone(),
+            activity,
+        }
+    }
+
+    /// Closes what waited too long, every 250 ms, until `cancel`.
+    pub(crate) async fn watch(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            self.expire();
+        }
+    }
+
+    fn expire(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let header = u64::try_from(self.limits.read_header_timeout.as_millis()).unwrap_or(u64::MAX);
+        let idle = u64::try_from(self.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        for activity in open.values().filter(|a| !a.close.is_cancelled()) {
+            let waiting = activity.waiting.load(Ordering::Relaxed);
+            let reason = if waiting != 0 {
+                (now.saturating_sub(waiting - 1) > header).then_some(CloseReason::HeaderTimeout)
+            } else {
+                let last = activity.last.load(Ordering::Relaxed);
+                (now.saturating_sub(last) > idle).then_some(CloseReason::IdleTimeout)
+            };
+            if let Some(reason) = reason {
+                activity.close.cancel();
+                self.metrics.closed(reason);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connections(max: usize) -> Arc<Connections> {
+        let limits = Limits {
+            read_header_timeout: Duration::from_millis(50),
+            idle_timeout: Duration::from_millis(200),
+            max_connections: max,
+        };
+        Connections::new(
+            limits,
+            ConnectionMetrics::register(&mut Registry::default()),
+        )
+    }
+
+    #[test]
+    fn at_the_cap_the_quietest_connection_makes_room() {
+        let connections = connections(2);
+        let first = connections.admit();
+        std::thread::sleep(Duration::from_millis(5));
+        let second = connections.admit();
+        second.activity.read();
+        first.activity.wrote();
+        std::thread::sleep(Duration::from_millis(5));
+        second.activity.wrote();
+        let third = connections.admit();
+        assert!(first.activity.close.is_cancelled(), "the quietest goes");
+        assert!(!second.activity.close.is_cancelled());
+        assert!(!third.activity.close.is_cancelled());
+        drop(first);
+        assert_eq!(connections.open.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_scrapers_keep_alive_connection_outlives_a_flood() {
+        let connections = connections(2);
+        let scraper = connections.admit();
+        scraper.activity.read();
+        scraper.activity.wrote();
+        std::thread::sleep(Duration::from_millis(5));
+        let flood = connections.admit();
+        let _next = connections.admit();
+        assert!(
+            flood.activity.close.is_cancelled(),
+            "never answered: goes first"
+        );
+        assert!(!scraper.activity.close.is_cancelled());
+    }
+
+    #[test]
+    fn an_unanswered_request_times_out_before_an_idle_connection() {
+        let connections = connections(10);
+        let partial = connections.admit();
+        let idle = connections.admit();
+        let answered = connections.admit();
+        partial.activity.read();
+        answered.activity.read();
+        answered.activity.wrote();
+        std::thread::sleep(Duration::from_millis(80));
+        connections.expire();
+        assert!(partial.activity.close.is_cancelled(), "headers too slow");
+        assert!(!idle.activity.close.is_cancelled() && !answered.activity.close.is_cancelled());
+        std::thread::sleep(Duration::from_millis(150));
+        connections.expire();
+        assert!(idle.activity.close.is_cancelled() && answered.activity.close.is_cancelled());
+    }
+}
