@@ -101,8 +101,12 @@ pub(crate) async fn serve(
                     Either::Left(stream)
                 }
                 Some(config) => {
-                    let handshake =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, config));
+                    // Boxed, like the serving below: the task stays small
+                    // while the client has not said anything yet.
+                    let handshake = Box::pin(tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        handshake(stream, config),
+                    ));
                     match tokio::select! {
                         () = close.cancelled() => return,
                         done = handshake => done,
@@ -121,7 +125,7 @@ pub(crate) async fn serve(
             };
             let io = TokioIo::new(Tracked { stream, slot });
             let service = TowerToHyperService::new(router);
-            let connection = watcher.watch(http.serve_connection(io, service));
+            let connection = Box::pin(watcher.watch(http.serve_connection(io, service)));
             tokio::select! {
                 () = close.cancelled() => {}
                 _ = connection => {}

@@ -91,6 +91,11 @@ async fn the_landing_page_shows_live_charts_in_a_real_browser() {
         .unwrap()
         .contains("http-equiv=\"refresh\" content=\"10\""));
 
+    let rss = || async {
+        let text = daemon.get("/metrics").await;
+        crate::helpers::series(&text, "process_resident_memory_bytes")
+    };
+    let without_page = rss().await;
     let url = format!("http://127.0.0.1:{}/", daemon.port);
     for (width, height) in [(1280, 900), (375, 800)] {
         let shot = screenshots().join(format!("landing-{width}x{height}.png"));
@@ -129,5 +134,15 @@ async fn the_landing_page_shows_live_charts_in_a_real_browser() {
         );
     }
     assert!(dom.contains("Cache hit ratio") && dom.contains("Backends up"));
+    for _ in 0..20 {
+        reqwest::get(&url).await.unwrap().text().await.unwrap();
+    }
+    let with_page = rss().await;
+    eprintln!("RSS: {without_page} bytes before the page was used, {with_page} after");
+    assert!(
+        with_page - without_page < 2.0 * 1024.0 * 1024.0,
+        "the page costs {} bytes of RSS",
+        with_page - without_page
+    );
     daemon.stop();
 }
