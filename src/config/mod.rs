@@ -448,90 +448,42 @@ impl Config {
         let openai = embeddings.provider == EmbeddingsProvider::OpenAi;
         let not_rediss = |file: &Option<PathBuf>| file.is_some() && !tls;
         let mode = redis.mode;
-        let refusals = [
-            (
-                mode == RedisMode::Standalone && urls.len() > 1,
-                blame("redis.url"),
-                format!(
-                    "names {} URLs; standalone mode takes one (sentinel and cluster take several)",
-                    urls.len()
-                ),
-            ),
-            (
-                urls.iter().any(|url| url.tls != tls),
-                blame("redis.url"),
-                "mixes redis:// and rediss://; TLS applies to every node or none".into(),
-            ),
-            (
-                mode == RedisMode::Sentinel
-                    && redis
-                        .sentinel_master
-                        .as_deref()
-                        .is_none_or(|m| m.trim().is_empty()),
-                blame("redis.sentinel_master"),
-                "is required with --redis.mode sentinel".into(),
-            ),
-            (
-                mode != RedisMode::Sentinel && redis.sentinel_master.is_some(),
-                blame("redis.sentinel_master"),
-                "only applies to --redis.mode sentinel".into(),
-            ),
-            (
-                mode != RedisMode::Sentinel && redis.sentinel_password_file.is_some(),
-                blame("redis.sentinel_password_file"),
-                "only applies to --redis.mode sentinel".into(),
-            ),
-            (
-                not_rediss(&redis.tls_ca_file),
-                blame("redis.tls_ca_file"),
-                "only applies to a rediss:// URL".into(),
-            ),
-            (
-                not_rediss(&redis.tls_cert_file),
-                blame("redis.tls_cert_file"),
-                "only applies to a rediss:// URL".into(),
-            ),
-            (
-                not_rediss(&redis.tls_key_file),
-                blame("redis.tls_key_file"),
-                "only applies to a rediss:// URL".into(),
-            ),
-            (
-                redis.tls_cert_file.is_some() != redis.tls_key_file.is_some(),
-                "--redis.tls-cert-file/--redis.tls-key-file".into(),
-                "a client certificate needs its key, and a key its certificate".into(),
-            ),
-            (
-                self.chroma.tls_ca_file.is_some() && self.chroma.url.0.scheme() != "https",
-                blame("chroma.tls_ca_file"),
-                "only applies to an https:// URL".into(),
-            ),
-            (
-                openai && embeddings.url.is_none(),
-                blame("embeddings.url"),
-                "is required with provider = \"openai\"".into(),
-            ),
-            (
-                openai
-                    && embeddings
-                        .model
-                        .as_deref()
-                        .is_none_or(|m| m.trim().is_empty()),
-                blame("embeddings.model"),
-                "is required with provider = \"openai\"".into(),
-            ),
-            (
-                shares > 1.0 + 1e-9,
-                blame("cache.similarity.share").replace("similarity", "*"),
-                format!("the shares add up to {shares}, more than the whole budget (1.0)"),
-            ),
-            (
-                weights.iter().sum::<f64>() + mix.store_memory <= 0.0,
-                blame("workload.mix.store_memory").replace(".store_memory", ""),
-                "at least one weight must be positive".to_owned(),
-            ),
+        let no_master = redis
+            .sentinel_master
+            .as_deref()
+            .is_none_or(|m| m.trim().is_empty());
+        let no_model = embeddings
+            .model
+            .as_deref()
+            .is_none_or(|m| m.trim().is_empty());
+        let sentinel = mode == RedisMode::Sentinel;
+        let rediss_only = "only applies to a rediss:// URL";
+        let sentinel_only = "only applies to --redis.mode sentinel";
+        let openai_needs = "is required with provider = \"openai\"";
+        let one_url = format!(
+            "names {} URLs; standalone mode takes one (sentinel and cluster take several)",
+            urls.len()
+        );
+        let too_much = format!("the shares add up to {shares}, more than the whole budget (1.0)");
+        #[rustfmt::skip]
+        let refusals: [(bool, String, &str); 14] = [
+            (mode == RedisMode::Standalone && urls.len() > 1, blame("redis.url"), &one_url),
+            (urls.iter().any(|url| url.tls != tls), blame("redis.url"), "mixes redis:// and rediss://; TLS applies to every node or none"),
+            (sentinel && no_master, blame("redis.sentinel_master"), "is required with --redis.mode sentinel"),
+            (!sentinel && redis.sentinel_master.is_some(), blame("redis.sentinel_master"), sentinel_only),
+            (!sentinel && redis.sentinel_password_file.is_some(), blame("redis.sentinel_password_file"), sentinel_only),
+            (not_rediss(&redis.tls_ca_file), blame("redis.tls_ca_file"), rediss_only),
+            (not_rediss(&redis.tls_cert_file), blame("redis.tls_cert_file"), rediss_only),
+            (not_rediss(&redis.tls_key_file), blame("redis.tls_key_file"), rediss_only),
+            (redis.tls_cert_file.is_some() != redis.tls_key_file.is_some(), "--redis.tls-cert-file/--redis.tls-key-file".into(), "a client certificate needs its key, and a key its certificate"),
+            (self.chroma.tls_ca_file.is_some() && self.chroma.url.0.scheme() != "https", blame("chroma.tls_ca_file"), "only applies to an https:// URL"),
+            (openai && embeddings.url.is_none(), blame("embeddings.url"), openai_needs),
+            (openai && no_model, blame("embeddings.model"), openai_needs),
+            (shares > 1.0 + 1e-9, blame("cache.similarity.share").replace("similarity", "*"), &too_much),
+            (weights.iter().sum::<f64>() + mix.store_memory <= 0.0, blame("workload.mix.store_memory").replace(".store_memory", ""), "at least one weight must be positive"),
         ];
-        match refusals.into_iter().find(|(refused, ..)| *refused) {
+        let refused = refusals.into_iter().find(|(refused, ..)| *refused);
+        match refused {
             Some((_, key, message)) => Err(ConfigError::invalid(key, message)),
             None => Ok(()),
         }
