@@ -62,18 +62,27 @@ impl Unit {
     }
 }
 
-/// Every chart, for `samples` (oldest first).
-pub(crate) fn all(samples: &[Sample]) -> String {
-    let pick = |f: &dyn Fn(&Sample) -> Option<f64>| samples.iter().map(f).collect::<Vec<_>>();
-    let mut out = String::new();
-    let hit_ratio: Vec<Line> = CACHES
+/// One line per name, its value in each sample read by `value(sample, i)`
+/// for the `i`-th name.
+fn lines<'a>(
+    names: &[&'a str],
+    samples: &[Sample],
+    value: impl Fn(&Sample, usize) -> Option<f64>,
+) -> Vec<Line<'a>> {
+    names
         .iter()
         .enumerate()
-        .map(|(i, cache)| Line {
-            name: cache,
-            values: pick(&|s| s.hit_ratio[i]),
+        .map(|(i, name)| Line {
+            name,
+            values: samples.iter().map(|s| value(s, i)).collect(),
         })
-        .collect();
+        .collect()
+}
+
+/// Every chart, for `samples` (oldest first).
+pub(crate) fn all(samples: &[Sample]) -> String {
+    let mut out = String::new();
+    let hit_ratio = lines(&CACHES, samples, |s, i| s.hit_ratio[i]);
     out += &chart(
         "Cache hit ratio",
         Unit::Ratio,
@@ -81,36 +90,27 @@ pub(crate) fn all(samples: &[Sample]) -> String {
         samples,
         Some(1.0),
     );
-    for (title, quantile) in [
-        ("p50 latency per operation", 0),
-        ("p99 latency per operation", 1),
-    ] {
-        let lines: Vec<Line> = OPERATIONS
-            .iter()
-            .enumerate()
-            .map(|(i, op)| Line {
-                name: op,
-                values: pick(&|s| {
-                    if quantile == 0 {
-                        s.p50_seconds[i]
-                    } else {
-                        s.p99_seconds[i]
-                    }
-                }),
-            })
-            .collect();
-        out += &chart(title, Unit::Seconds, &lines, samples, None);
-    }
-    let throughput = [
-        Line {
-            name: "operations",
-            values: pick(&|s| Some(s.operations_per_second)),
-        },
-        Line {
-            name: "errors",
-            values: pick(&|s| Some(s.errors_per_second)),
-        },
+    let p50 = lines(&OPERATIONS, samples, |s, i| s.p50_seconds[i]);
+    out += &chart(
+        "p50 latency per operation",
+        Unit::Seconds,
+        &p50,
+        samples,
+        None,
+    );
+    let p99 = lines(&OPERATIONS, samples, |s, i| s.p99_seconds[i]);
+    out += &chart(
+        "p99 latency per operation",
+        Unit::Seconds,
+        &p99,
+        samples,
+        None,
+    );
+    let rates = [
+        |s: &Sample| s.operations_per_second,
+        |s: &Sample| s.errors_per_second,
     ];
+    let throughput = lines(&["operations", "errors"], samples, |s, i| Some(rates[i](s)));
     out += &chart(
         "Operations and errors",
         Unit::PerSecond,
@@ -118,62 +118,22 @@ pub(crate) fn all(samples: &[Sample]) -> String {
         samples,
         None,
     );
-    let kinds: Vec<Line> = KINDS
-        .iter()
-        .enumerate()
-        .map(|(i, kind)| Line {
-            name: kind,
-            values: pick(&|s| Some(s.errors_per_second_by_kind[i])),
-        })
-        .collect();
+    let kinds = lines(&KINDS, samples, |s, i| Some(s.errors_per_second_by_kind[i]));
     out += &chart("Errors by kind", Unit::PerSecond, &kinds, samples, None);
-    let pool = [
-        Line {
-            name: "used",
-            values: pick(&|s| Some(s.pool_used_bytes)),
-        },
-        Line {
-            name: "budget",
-            values: pick(&|s| Some(s.pool_budget_bytes)),
-        },
-    ];
+    let pool = lines(&["used", "budget"], samples, |s, i| {
+        Some([s.pool_used_bytes, s.pool_budget_bytes][i])
+    });
     out += &chart("Cache memory pool", Unit::Bytes, &pool, samples, None);
-    let pressure: Vec<Line> = SCOPES
-        .iter()
-        .enumerate()
-        .map(|(i, scope)| Line {
-            name: scope,
-            values: pick(&|s| Some(s.memory_pressure[i])),
-        })
-        .collect();
-    out += &timeline(
-        "Memory pressure (1 = under pressure)",
-        &pressure,
-        samples,
-        "#cf222e",
-        "#d0d7de",
-    );
-    let up: Vec<Line> = BACKENDS
-        .iter()
-        .enumerate()
-        .map(|(i, backend)| Line {
-            name: backend,
-            values: pick(&|s| Some(s.backend_up[i])),
-        })
-        .collect();
+    let pressure = lines(&SCOPES, samples, |s, i| Some(s.memory_pressure[i]));
+    let title = "Memory pressure (1 = under pressure)";
+    out += &timeline(title, &pressure, samples, "#cf222e", "#d0d7de");
+    let up = lines(&BACKENDS, samples, |s, i| Some(s.backend_up[i]));
     out += &timeline("Backends up", &up, samples, "#1a7f37", "#cf222e");
     if samples
         .iter()
         .any(|s| s.outage_seconds.iter().any(|o| *o > 0.0))
     {
-        let outages: Vec<Line> = BACKENDS
-            .iter()
-            .enumerate()
-            .map(|(i, backend)| Line {
-                name: backend,
-                values: pick(&|s| Some(s.outage_seconds[i])),
-            })
-            .collect();
+        let outages = lines(&BACKENDS, samples, |s, i| Some(s.outage_seconds[i]));
         out += &chart(
             "Current outage length",
             Unit::Seconds,

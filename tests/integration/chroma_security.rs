@@ -156,16 +156,7 @@ async fn a_wrong_token_or_an_untrusted_certificate_is_down_with_the_reason() {
             ],
         )
         .await;
-        let details = poll("Chroma reported down", Duration::from_secs(20), || async {
-            let (_, health) = app.health().await;
-            let details = health["chromadb"]["details"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            (health["chromadb"]["status"] == "unhealthy" && details != "not probed yet")
-                .then_some(details)
-        })
-        .await;
+        let details = app.wait_down("chromadb").await;
         eprintln!("chroma down ({reason}): {details}");
         assert!(
             details.to_lowercase().contains(reason),

@@ -596,6 +596,23 @@ impl TestApp {
         series(&self.metrics().await, name)
     }
 
+    /// Waits until `/health` reports `component` down after its first
+    /// probe; returns the details it gives.
+    #[allow(dead_code)]
+    pub async fn wait_down(&self, component: &str) -> String {
+        poll(
+            &format!("{component} reported down"),
+            Duration::from_secs(20),
+            || async {
+                let (_, health) = self.health().await;
+                let details = health[component]["details"].as_str()?.to_owned();
+                (health[component]["status"] == "unhealthy" && details != "not probed yet")
+                    .then_some(details)
+            },
+        )
+        .await
+    }
+
     /// Waits until Redis and Chroma are both reported up.
     pub async fn wait_backends_up(&self) {
         for backend in ["redis", "chroma"] {

@@ -198,12 +198,7 @@ async fn an_untrusted_redis_certificate_is_down_with_the_reason() {
         chroma.url(),
     ])
     .await;
-    let details = poll("Redis reported down", Duration::from_secs(20), || async {
-        let (_, health) = app.health().await;
-        let details = health["redis"]["details"].as_str().unwrap_or("").to_owned();
-        (health["redis"]["status"] == "unhealthy" && details != "not probed yet").then_some(details)
-    })
-    .await;
+    let details = app.wait_down("redis").await;
     eprintln!("untrusted Redis certificate: {details}");
     assert!(
         details.to_lowercase().contains("certificate"),

@@ -353,12 +353,7 @@ async fn cluster_mode_against_a_plain_node_says_so() {
     let chroma = ChromaServer::start();
     let config = format!("[redis]\nmode = \"cluster\"\nurl = \"{}\"\n", redis.url());
     let (app, _dir) = start_app(&chroma, &config).await;
-    let details = poll("Redis reported down", Duration::from_secs(20), || async {
-        let (_, health) = app.health().await;
-        let details = health["redis"]["details"].as_str()?.to_owned();
-        (health["redis"]["status"] == "unhealthy" && details != "not probed yet").then_some(details)
-    })
-    .await;
+    let details = app.wait_down("redis").await;
     eprintln!("cluster mode on a plain node: {details}");
     assert!(details.contains("not a cluster node"), "{details}");
     app.stop().await;
@@ -545,12 +540,7 @@ async fn an_unknown_sentinel_master_is_reported_and_retried() {
         sentinel.port
     );
     let (app, _dir) = start_app(&chroma, &config).await;
-    let details = poll("Redis reported down", Duration::from_secs(20), || async {
-        let (_, health) = app.health().await;
-        let details = health["redis"]["details"].as_str()?.to_owned();
-        (health["redis"]["status"] == "unhealthy" && details != "not probed yet").then_some(details)
-    })
-    .await;
+    let details = app.wait_down("redis").await;
     eprintln!("unknown sentinel master: {details}");
     assert!(
         details.contains("nosuch") || details.to_lowercase().contains("master"),
