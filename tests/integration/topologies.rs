@@ -70,6 +70,17 @@ async fn wait_all_four(app: &TestApp, timeout: Duration) -> String {
     .await
 }
 
+/// How many Redis outages ended, and how long they lasted in all.
+fn redis_outages(text: &str) -> (f64, f64) {
+    let outage = |part: &str| {
+        series(
+            text,
+            &format!(r#"llmcache_backend_outage_duration_seconds_{part}{{backend="redis"}}"#),
+        )
+    };
+    (outage("count"), outage("sum"))
+}
+
 /// Waits until `more` writes succeeded after this call.
 async fn wait_more_writes(app: &TestApp, more: f64, what: &str) {
     let stores = count(&app.metrics().await, "store_chat_entry", "success");
@@ -335,14 +346,7 @@ async fn a_cluster_failover_and_a_reshard_under_traffic() {
     let text = app.metrics().await;
     assert!(series(&text, "llmcache_redis_master_changes_total") > changes);
     wait_more_writes(&app, 10.0, "writes after the failover").await;
-    let outages = series(
-        &text,
-        r#"llmcache_backend_outage_duration_seconds_count{backend="redis"}"#,
-    );
-    let lasted = series(
-        &text,
-        r#"llmcache_backend_outage_duration_seconds_sum{backend="redis"}"#,
-    );
+    let (outages, lasted) = redis_outages(&text);
     eprintln!("cluster failover: {outages} outage(s), {lasted:.2} s in all");
     app.stop().await;
 }
@@ -508,14 +512,7 @@ async fn sentinel_mode_follows_a_failover_and_never_writes_to_the_demoted_master
         "the daemon still talks to the demoted master"
     );
     let text = app.metrics().await;
-    let outages = series(
-        &text,
-        r#"llmcache_backend_outage_duration_seconds_count{backend="redis"}"#,
-    );
-    let lasted = series(
-        &text,
-        r#"llmcache_backend_outage_duration_seconds_sum{backend="redis"}"#,
-    );
+    let (outages, lasted) = redis_outages(&text);
     eprintln!("sentinel failover: {outages} outage(s), {lasted:.2} s");
     assert_eq!(outages, 1.0, "one outage, observed once it ended:\n{text}");
     assert!((0.5..15.0).contains(&lasted), "an outage of {lasted} s");
