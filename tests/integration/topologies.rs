@@ -174,9 +174,14 @@ impl Cluster {
     fn start() -> Self {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
+                // The bus port is chosen too: the default, port + 10000,
+                // may be taken (or past 65535).
+                let bus = free_port().to_string();
                 RedisServer::start_with(&[
                     "--cluster-enabled",
                     "yes",
+                    "--cluster-port",
+                    &bus,
                     "--cluster-node-timeout",
                     "1000",
                     // A replica may take over however long ago it last
