@@ -30,7 +30,7 @@ async fn assert_never_leaks(args: Vec<String>, expect_up: bool) {
     .await;
     // A few more probe rounds, and their trace events, happen.
     let pings =
-        r#"llmcache_backend_request_duration_seconds_count{backend="redis",request="topology"}"#;
+        r#"llmcache_backend_request_duration_seconds_count{backend="redis",request="ping"}"#;
     let before = series(&daemon.get("/metrics").await, pings);
     poll("two more Redis probes", Duration::from_secs(15), || async {
         let text = daemon.try_get("/metrics").await?;

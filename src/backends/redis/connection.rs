@@ -75,7 +75,8 @@ pub(super) struct Sentinel {
 pub(super) struct Topology {
     /// `host:port` of every master.
     pub(super) masters: Vec<String>,
-    pub(super) replicas: usize,
+    /// `None` where only the masters' `INFO` (`connected_slaves`) knows.
+    pub(super) replicas: Option<usize>,
     /// The mode and who serves, for `/health`.
     pub(super) summary: String,
 }
@@ -253,16 +254,20 @@ impl Nodes {
         T::from_redis_value(value).map_err(Into::into)
     }
 
+    /// The topology where it needs no request: standalone's one node.
+    pub(super) fn fixed_topology(&self) -> Option<Topology> {
+        match self {
+            Self::Standalone { endpoint, .. } => Some(standalone(endpoint)),
+            _ => None,
+        }
+    }
+
     /// Who serves: the masters, how many replicas, and a summary. In
     /// sentinel mode this asks the sentinels again; in cluster mode it
     /// counts slots that changed owner.
     pub(super) async fn topology(&self) -> RedisResult<Topology> {
         match self {
-            Self::Standalone { endpoint, .. } => Ok(Topology {
-                masters: vec![endpoint.clone()],
-                replicas: self.replicas().await?,
-                summary: format!("standalone {endpoint}"),
-            }),
+            Self::Standalone { endpoint, .. } => Ok(standalone(endpoint)),
             Self::Sentinel(sentinel) => {
                 let master = sentinel.master(true).await?;
                 Ok(Topology {
@@ -271,7 +276,7 @@ impl Nodes {
                         sentinel.name, master.addr, sentinel.sentinels
                     ),
                     masters: vec![master.addr],
-                    replicas: self.replicas().await?,
+                    replicas: None,
                 })
             }
             Self::Cluster {
@@ -311,22 +316,10 @@ impl Nodes {
                         masters.len()
                     ),
                     masters,
-                    replicas,
+                    replicas: Some(replicas),
                 })
             }
         }
-    }
-
-    /// `connected_slaves` of the one master.
-    async fn replicas(&self) -> RedisResult<usize> {
-        let text: String = self
-            .query(&redis::cmd("INFO").arg("replication").clone())
-            .await?;
-        Ok(text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0))
     }
 
     /// Sentinel mode: drops the connection to the master, so the next
@@ -381,6 +374,15 @@ impl Sentinel {
         let current = Master { addr, conn };
         master.store(Some(Arc::new(current.clone())));
         Ok(current)
+    }
+}
+
+/// One node, whose replicas its `INFO` counts.
+fn standalone(endpoint: &str) -> Topology {
+    Topology {
+        masters: vec![endpoint.to_owned()],
+        replicas: None,
+        summary: format!("standalone {endpoint}"),
     }
 }
 

@@ -11,6 +11,8 @@ pub(crate) struct RedisInfo {
     pub(crate) keyspace_hits: Option<u64>,
     pub(crate) keyspace_misses: Option<u64>,
     pub(crate) evicted_keys: Option<u64>,
+    /// Replicas attached to this node.
+    pub(crate) connected_slaves: Option<u64>,
 }
 
 /// Parses `INFO` text: `# Section` headers, `field:value` lines, `\r\n` or
@@ -35,6 +37,7 @@ pub(crate) fn parse_info(text: &str) -> RedisInfo {
             "keyspace_hits" => info.keyspace_hits = number(),
             "keyspace_misses" => info.keyspace_misses = number(),
             "evicted_keys" => info.evicted_keys = number(),
+            "connected_slaves" => info.connected_slaves = number(),
             _ => {}
         }
     }
@@ -45,7 +48,7 @@ pub(crate) fn parse_info(text: &str) -> RedisInfo {
 mod tests {
     use super::*;
 
-    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\n\r\n# Stats\r\nkeyspace_hits:42\r\nkeyspace_misses:7\r\nevicted_keys:3\r\n";
+    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\n\r\n# Stats\r\nkeyspace_hits:42\r\nkeyspace_misses:7\r\nevicted_keys:3\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:2\r\n";
 
     #[test]
     fn parses_the_fields_we_export_from_crlf_text() {
@@ -59,6 +62,7 @@ mod tests {
                 keyspace_hits: Some(42),
                 keyspace_misses: Some(7),
                 evicted_keys: Some(3),
+                connected_slaves: Some(2),
             }
         );
     }

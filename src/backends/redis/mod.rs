@@ -383,9 +383,7 @@ impl RedisBackend {
     /// Deletes every key matching `{prefix}*` on every master with `SCAN`
     /// and `UNLINK`, never `KEYS` or `FLUSH*`. Returns how many keys went.
     pub(crate) async fn unlink_prefix(&self, prefix: &str) -> Result<u64, BackendError> {
-        let topology = self
-            .call(RedisRequest::Topology, false, self.nodes.topology())
-            .await?;
+        let topology = self.topology().await?;
         let pattern = format!("{prefix}*");
         let mut removed = 0;
         for master in &topology.masters {
@@ -427,6 +425,17 @@ impl RedisBackend {
     /// Probes until `cancel`.
     pub(crate) async fn run_probe(self: Arc<Self>, cancel: CancellationToken) {
         probe_loop(self.as_ref(), &self.health, cancel).await;
+    }
+
+    /// Who serves; a request only where the mode needs one.
+    async fn topology(&self) -> Result<connection::Topology, BackendError> {
+        match self.nodes.fixed_topology() {
+            Some(topology) => Ok(topology),
+            None => {
+                self.call(RedisRequest::Topology, false, self.nodes.topology())
+                    .await
+            }
+        }
     }
 
     /// PING and `INFO` on every master: all of them, or why not.
@@ -478,10 +487,7 @@ impl Probe for RedisBackend {
     /// The topology, then PING and `INFO` on every master.
     async fn probe(&self) -> ComponentHealth {
         let start = Instant::now();
-        let topology = match self
-            .call(RedisRequest::Topology, false, self.nodes.topology())
-            .await
-        {
+        let topology = match self.topology().await {
             Ok(topology) => topology,
             Err(err) => {
                 return self.down(format!(
@@ -496,7 +502,14 @@ impl Probe for RedisBackend {
             Err(details) => return self.down(format!("{}: {details}", topology.summary)),
         };
         let latency_ms = millis_since(start);
-        self.redis.update(&infos, topology.replicas);
+        let replicas = topology.replicas.unwrap_or_else(|| {
+            let attached = infos
+                .iter()
+                .filter_map(|(_, i)| i.connected_slaves)
+                .sum::<u64>();
+            usize::try_from(attached).unwrap_or(usize::MAX)
+        });
+        self.redis.update(&infos, replicas);
         // The memory monitor's `redis` scope is the worst master's.
         let worst = infos
             .iter()
