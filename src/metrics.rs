@@ -57,15 +57,17 @@ macro_rules! label_values {
 }
 pub(crate) use label_values;
 
-/// Latency buckets from 100 µs to 10 s at 1-2-3-5-7.5 steps per decade: fine
+/// Latency buckets from 100 µs to 10 s at 1-2-2.5-5-7.5 steps per decade: fine
 /// enough that a p99 interpolates sensibly for a 0.2 ms Redis call and for a
-/// 30 ms Chroma query alike, at 26 buckets per series.
+/// 30 ms Chroma query alike, at 26 buckets per series. The 2.5 steps are the
+/// usual latency objectives (25 ms, 250 ms, 2.5 s): the mixin's latency
+/// budget counts slow operations from the bucket at its threshold.
 pub(crate) const LATENCY_BUCKETS: [f64; 26] = [
-    0.0001, 0.0002, 0.0003, 0.0005, 0.00075, //
-    0.001, 0.002, 0.003, 0.005, 0.0075, //
-    0.01, 0.02, 0.03, 0.05, 0.075, //
-    0.1, 0.2, 0.3, 0.5, 0.75, //
-    1.0, 2.0, 3.0, 5.0, 7.5, //
+    0.0001, 0.0002, 0.00025, 0.0005, 0.00075, //
+    0.001, 0.002, 0.0025, 0.005, 0.0075, //
+    0.01, 0.02, 0.025, 0.05, 0.075, //
+    0.1, 0.2, 0.25, 0.5, 0.75, //
+    1.0, 2.0, 2.5, 5.0, 7.5, //
     10.0,
 ];
 
@@ -252,6 +254,8 @@ mod tests {
         assert!(LATENCY_BUCKETS
             .windows(2)
             .all(|w| w[1] / w[0] <= 2.0 + 1e-9));
+        // The mixin's default latency objective is a bucket bound.
+        assert!(LATENCY_BUCKETS.contains(&0.25));
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub(crate) struct WorkloadMetrics {
     pub(crate) skipped: Counter,
     pub(crate) inflight: Gauge,
     pub(crate) lag: Gauge<f64, AtomicU64>,
+    pub(crate) target_rate: Gauge<f64, AtomicU64>,
 }
 
 impl WorkloadMetrics {
@@ -59,6 +60,7 @@ impl WorkloadMetrics {
             skipped: Counter::default(),
             inflight: Gauge::default(),
             lag: Gauge::default(),
+            target_rate: Gauge::default(),
         };
         for operation in Operation::ALL {
             for outcome in outcomes(*operation) {
@@ -105,6 +107,11 @@ impl WorkloadMetrics {
             "How late the scheduler started the latest tick",
             Unit::Seconds,
             metrics.lag.clone(),
+        );
+        registry.register(
+            "workload_target_rate",
+            "Operations per second the schedule calls for (workload.rate)",
+            metrics.target_rate.clone(),
         );
         metrics
     }

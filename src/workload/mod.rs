@@ -66,6 +66,7 @@ impl Workload {
     /// Runs the schedule until `cancel`, then waits (bounded) for the
     /// operations in flight.
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        self.metrics.target_rate.set(self.config.rate);
         let mut pacer = Pacer::new(self.config.rate, &cancel);
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
         let mut model = Model::new(&self.config);

@@ -1,10 +1,10 @@
 //! The four operations, exactly as the spec describes them, through the
 //! instrumented caches against real Redis and Chroma.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -87,6 +87,61 @@ struct ChatEntry<'a> {
 const MEMORY_CAP: usize = 1000;
 const MEMORY_TRIM_BATCH: usize = 100;
 
+/// At most this many chat histories are remembered as written.
+const WRITTEN_CAP: usize = 10_000;
+
+/// The chat histories this run wrote, and when: a read that finds one empty
+/// while its TTL cannot have run out has found it evicted (or deleted by
+/// someone else). Keys of earlier runs, and keys written beyond the cap, are
+/// not remembered, so they are never counted.
+struct Written {
+    /// 90 % of `workload.key_ttl`, from before the write was sent: safely
+    /// inside the TTL Redis counts from when the write arrived.
+    ttl: Duration,
+    writes: Mutex<HashMap<String, (Instant, Instant)>>,
+}
+
+impl Written {
+    fn new(key_ttl: Duration) -> Self {
+        Self {
+            ttl: key_ttl.mul_f64(0.9),
+            writes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Instant)>> {
+        self.writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A write to `key` sent at `sent` succeeded.
+    fn record(&self, key: &str, sent: Instant) {
+        let mut writes = self.lock();
+        if writes.len() >= WRITTEN_CAP && !writes.contains_key(key) {
+            writes.retain(|_, (sent, _)| sent.elapsed() < self.ttl);
+            if writes.len() >= WRITTEN_CAP {
+                return;
+            }
+        }
+        writes.insert(key.to_owned(), (sent, Instant::now()));
+    }
+
+    /// A read of `key` sent at `sent` found it empty: whether a write had
+    /// finished before that read and its TTL is still running. A lost key is
+    /// forgotten, so it counts once.
+    fn lost(&self, key: &str, sent: Instant) -> bool {
+        let mut writes = self.lock();
+        let lost = writes
+            .get(key)
+            .is_some_and(|(written, done)| *done < sent && written.elapsed() < self.ttl);
+        if lost {
+            writes.remove(key);
+        }
+        lost
+    }
+}
+
 /// Everything the operations need.
 pub(crate) struct Operations {
     pub(crate) redis: Arc<RedisBackend>,
@@ -100,6 +155,7 @@ pub(crate) struct Operations {
     run_id: u64,
     next_memory: AtomicU64,
     memory_ids: Mutex<VecDeque<String>>,
+    written: Written,
 }
 
 impl Operations {
@@ -125,6 +181,7 @@ impl Operations {
             run_id: fastrand::u64(..),
             next_memory: AtomicU64::new(0),
             memory_ids: Mutex::new(VecDeque::new()),
+            written: Written::new(config.workload.key_ttl),
         }
     }
 
@@ -157,14 +214,20 @@ impl Operations {
         }
     }
 
-    /// `LRANGE {prefix}chat:{session} -N -1` through the `chat_history` cache.
+    /// `LRANGE {prefix}chat:{session} -N -1` through the `chat_history`
+    /// cache; an empty history this run wrote within its TTL counts in
+    /// `llmcache_redis_lost_keys_total`.
     pub(crate) async fn get_chat_history(
         &self,
         session: &str,
     ) -> Result<(ChatHistory, Lookup), OpError> {
         let key = self.chat_key(session);
         let load = || async {
+            let sent = Instant::now();
             let entries = self.redis.lrange(&key, -self.history_limit, -1).await?;
+            if entries.is_empty() && self.written.lost(&key, sent) {
+                self.redis.count_lost_key();
+            }
             Ok::<ChatHistory, OpError>(entries.into())
         };
         self.cache.chat_history.get_or_load(&key, load).await
@@ -184,9 +247,11 @@ impl Operations {
             .map_or(0.0, |d| d.as_secs_f64());
         let entry = serde_json::to_string(&ChatEntry { role, content, ts })
             .map_err(|err| OpError::Refused(format!("cannot encode a chat entry: {err}")))?;
+        let sent = Instant::now();
         self.redis
             .push_trimmed(&key, &entry, self.history_limit, self.key_ttl_ms)
             .await?;
+        self.written.record(&key, sent);
         self.cache.chat_history.invalidate(&key).await;
         Ok(())
     }
@@ -261,4 +326,46 @@ impl Operations {
 /// How long an operation's timeouts allow at most, for shutdown bounds.
 pub(crate) fn max_op_duration(config: &Config) -> Duration {
     config.redis.timeout * 2 + config.chroma.timeout * 2 + config.embeddings.timeout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_read_after_a_finished_write_is_a_lost_key_once() {
+        let written = Written::new(Duration::from_secs(3600));
+        let sent = Instant::now();
+        written.record("k", sent);
+        let read = Instant::now();
+        assert!(written.lost("k", read));
+        assert!(!written.lost("k", Instant::now()), "counted once");
+        assert!(!written.lost("never-written", read));
+    }
+
+    #[test]
+    fn a_read_sent_before_the_write_finished_is_not_a_lost_key() {
+        let written = Written::new(Duration::from_secs(3600));
+        let read = Instant::now();
+        written.record("k", read);
+        assert!(!written.lost("k", read));
+    }
+
+    #[test]
+    fn a_key_near_its_ttl_is_not_a_lost_key() {
+        let written = Written::new(Duration::from_millis(20));
+        written.record("k", Instant::now());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!written.lost("k", Instant::now()));
+    }
+
+    #[test]
+    fn the_record_is_bounded() {
+        let written = Written::new(Duration::from_secs(3600));
+        for n in 0..WRITTEN_CAP + 10 {
+            written.record(&n.to_string(), Instant::now());
+        }
+        assert_eq!(written.lock().len(), WRITTEN_CAP);
+        assert!(!written.lost(&(WRITTEN_CAP + 5).to_string(), Instant::now()));
+    }
 }

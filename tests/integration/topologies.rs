@@ -590,3 +590,55 @@ async fn a_redis_full_under_noeviction_answers_ping_and_refuses_writes_with_oom(
     app.stop().await;
     assert_eq!(probe_keys(&redis), 0, "cleanup ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_evicted_under_an_evicting_policy_count_as_lost_and_healthy_reads_do_not() {
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-random"]);
+    let chroma = ChromaServer::start();
+    let config = format!(
+        "[workload]\nrate = 60.0\nsessions = 20\nkey_ttl = \"5m\"\n[workload.mix]\n\
+         get_chat_history = 0.5\nstore_chat_entry = 0.5\nquery_similar_memories = 0\nstore_memory = 0\n\
+         [redis]\nurl = \"{}\"\n",
+        redis.url()
+    );
+    let (app, _dir) = start_app(&chroma, &config).await;
+    let lost = r#"llmcache_redis_lost_keys_total"#;
+    // Reads of histories the canary wrote, while Redis has room: none lost.
+    app.wait_for_at_least(
+        r#"llmcache_operation_duration_seconds_count{operation="get_chat_history",outcome="cache_miss"}"#,
+        100.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(app.series(lost).await, 0.0);
+    assert_eq!(probe_keys(&redis), 20, "every session written");
+
+    // The user's keys push Redis past maxmemory; it evicts at random, the
+    // canary's keys among them, and the canary reads them back empty.
+    let value = "x".repeat(64 * 1024);
+    let mut i = 0;
+    poll("a lost key counted", Duration::from_secs(60), || {
+        for _ in 0..50 {
+            redis.cli(&["SET", &format!("user:fill:{i}"), &value]);
+            i += 1;
+        }
+        let app = &app;
+        async move { (app.series(lost).await >= 1.0).then_some(()) }
+    })
+    .await;
+    // The probe samples INFO on its own schedule.
+    app.wait_for_at_least(
+        "llmcache_redis_evicted_keys_total",
+        1.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    let text = app.metrics().await;
+    assert_eq!(
+        series(&text, r#"llmcache_backend_up{backend="redis"}"#),
+        1.0
+    );
+    assert_eq!(errors(&text), 0.0, "evictions fail nothing: {text}");
+    app.stop().await;
+}

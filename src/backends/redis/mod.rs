@@ -101,6 +101,7 @@ pub(crate) struct RedisMetrics {
     nodes: Family<RoleLabels, Gauge>,
     master_changes: Counter,
     error_replies: Family<CodeLabels, Counter>,
+    lost_keys: Counter,
     keyspace_hits: Sampled,
     keyspace_misses: Sampled,
     evicted_keys: Sampled,
@@ -115,6 +116,7 @@ impl RedisMetrics {
             nodes: Family::default(),
             master_changes: Counter::default(),
             error_replies: Family::default(),
+            lost_keys: Counter::default(),
             keyspace_hits: register_sampled(
                 registry,
                 "keyspace_hits",
@@ -164,6 +166,11 @@ impl RedisMetrics {
             "error_replies",
             "Error replies from Redis, by error code",
             metrics.error_replies.clone(),
+        );
+        registry.register(
+            "lost_keys",
+            "Chat histories the canary wrote and found gone before their TTL: evicted, or deleted by someone else",
+            metrics.lost_keys.clone(),
         );
         metrics
     }
@@ -345,6 +352,11 @@ impl RedisBackend {
             }
         }
         result
+    }
+
+    /// One of the canary's keys was found gone before its TTL.
+    pub(crate) fn count_lost_key(&self) {
+        self.redis.lost_keys.inc();
     }
 
     /// `LRANGE key start stop`.
