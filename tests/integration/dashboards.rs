@@ -3,14 +3,11 @@
 //! data (but for panels documented as conditional), and a dead Redis makes
 //! the backend-down alert's expression true.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::helpers::{backend_flags, poll, spawn_app, ChromaServer, PrometheusServer, RedisServer};
-
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use crate::helpers::{
+    backend_flags, poll, repo, spawn_app, ChromaServer, PrometheusServer, RedisServer,
+};
 
 /// Every panel's expressions, with Grafana's variables substituted, and
 /// whether the panel may legitimately be empty.

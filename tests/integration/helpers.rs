@@ -41,7 +41,7 @@ pub fn require(program: &str, install: &str) -> PathBuf {
         })
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
+pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -61,8 +61,9 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
     );
 }
 
-/// Prometheus listens before its TSDB is open and answers 503 until then.
-fn wait_for_ready(port: u16, log: &Path) {
+/// Prometheus (and Alertmanager) listen before they are ready, and answer
+/// `/-/ready` with 503 until then.
+pub fn wait_for_ready(port: u16, log: &Path) {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -80,7 +81,7 @@ fn wait_for_ready(port: u16, log: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!(
-        "prometheus was not ready within 30 s: {}",
+        "the server on {port} was not ready within 30 s: {}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
 }
@@ -389,6 +390,28 @@ impl PrometheusServer {
     /// As [`Self::start`], with `job` (lines indented four spaces, such as
     /// `scheme:`, `basic_auth:` or `tls_config:`) added to the scrape job.
     pub fn start_with_job(target: SocketAddr, rule_files: &[PathBuf], job: &str) -> Self {
+        Self::start_config(&[target], rule_files, job, "")
+    }
+
+    /// As [`Self::start`] with several daemons in the job, sending its alerts
+    /// to the Alertmanager on `alertmanager`.
+    pub fn start_alerting(
+        targets: &[SocketAddr],
+        rule_files: &[PathBuf],
+        alertmanager: u16,
+    ) -> Self {
+        let alerting = format!(
+            "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{alertmanager}']\n"
+        );
+        Self::start_config(targets, rule_files, "", &alerting)
+    }
+
+    fn start_config(
+        targets: &[SocketAddr],
+        rule_files: &[PathBuf],
+        job: &str,
+        alerting: &str,
+    ) -> Self {
         let binary = require("prometheus", "apt-get install -y prometheus");
         let dir = TempDir::new().expect("temp dir");
         let port = free_port();
@@ -396,9 +419,14 @@ impl PrometheusServer {
             .iter()
             .map(|p| format!("  - {}\n", p.display()))
             .collect::<String>();
+        let targets = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{rules}\
-             scrape_configs:\n  - job_name: llm-cache-exporter\n{job}    static_configs:\n      - targets: ['{target}']\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{alerting}rule_files:\n{rules}\
+             scrape_configs:\n  - job_name: llm-cache-exporter\n{job}    static_configs:\n      - targets: [{targets}]\n",
             rules = if rules.is_empty() { "  []\n".to_owned() } else { rules }
         );
         let config_path = dir.path().join("prometheus.yml");
@@ -798,4 +826,30 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
 /// The built daemon binary, for tests of the process itself.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_llm-cache-exporter")
+}
+
+/// A file of this repository.
+pub fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The mixin rendered by Debian's jsonnet with `config` (jsonnet, merged
+/// into `_config`) as `format` (`rules` or `prometheusrule`): the text, or
+/// jsonnet's error.
+pub fn render_mixin(config: &str, format: &str) -> Result<String, String> {
+    let jsonnet = require("jsonnet", "apt-get install -y jsonnet");
+    let output = Command::new(jsonnet)
+        .arg("-S")
+        .arg("-J")
+        .arg(repo("mixin"))
+        .arg(repo("mixin/build.jsonnet"))
+        .args(["--tla-code", &format!("config={config}")])
+        .args(["--tla-str", &format!("format={format}")])
+        .output()
+        .expect("cannot run jsonnet");
+    if output.status.success() {
+        Ok(String::from_utf8(output.stdout).expect("UTF-8 rules"))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
 }

@@ -1,5 +1,6 @@
 //! Black-box tests against real redis-server, Chroma and Prometheus processes.
 
+mod alerting;
 mod backends;
 mod chroma_security;
 mod cli;
@@ -12,6 +13,7 @@ mod http_surface;
 mod ingress;
 mod landing;
 mod memory;
+mod mixin;
 mod pki;
 mod prometheus;
 mod redis_security;

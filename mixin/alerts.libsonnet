@@ -1,0 +1,173 @@
+// Alerting rules. Symptoms page (`critical`): operations failing or slow
+// beyond their budget, a backend down, the canary or the exporter gone.
+// Causes open a ticket (`warning`).
+local lib = import 'lib.libsonnet';
+
+{
+  prometheusAlerts+:: {
+    local c = $._config,
+    local m(extra=[]) = lib.matchers(c, extra),
+    local pct(x) = lib.num(x * 100) + '%',
+
+    local alert(name, expr, forDuration, severity, labels, summary, description) = {
+      alert: name,
+      expr: expr,
+      'for': forDuration,
+      labels: { severity: severity } + labels,
+      annotations: {
+        summary: summary,
+        description: description,
+        runbook_url: lib.runbook(c, name),
+      },
+    },
+
+    // One alert per window pair: both windows above `factor` times the
+    // budget. `what` names the ratio's records and `budget` the objective.
+    local burn(name, what, objective, sentence) = [
+      local threshold = '(%s * %s)' % [lib.num(w.factor), lib.num(1 - objective)];
+      alert(
+        name,
+        |||
+          llmcache:operation_%(what)s_ratio:rate%(long)s{%(m)s} > %(t)s
+          and
+          llmcache:operation_%(what)s_ratio:rate%(short)s{%(m)s} > %(t)s
+        ||| % { what: what, long: w.long, short: w.short, m: m(), t: threshold },
+        w['for'],
+        w.severity,
+        { long: w.long, short: w.short },
+        '{{ $labels.operation }} burns its %s budget %sx too fast on {{ $labels.instance }}'
+        % [if what == 'error' then 'error' else 'latency', lib.num(w.factor)],
+        sentence % { window: w.long, short: w.short, factor: lib.num(w.factor), objective: pct(objective) },
+      )
+      for w in c.slo.windows
+    ],
+
+    groups+: [
+      lib.group(
+        c,
+        'llm-cache-exporter.alerts',
+        burn(
+          'LLMCacheErrorBudgetBurn',
+          'error',
+          lib.ratio('slo.errors.objective', c.slo.errors.objective),
+          'Over %(window)s (and over %(short)s), {{ $value | humanizePercentage }} of {{ $labels.operation }} operations failed: the budget of the %(objective)s success objective burns more than %(factor)s times as fast as it may. llmcache_operation_errors_total{operation="{{ $labels.operation }}"} says which kind.'
+        )
+        + burn(
+          'LLMCacheLatencyBudgetBurn',
+          'slow',
+          lib.ratio('slo.latency.objective', c.slo.latency.objective),
+          'Over %(window)s (and over %(short)s), {{ $value | humanizePercentage }} of successful {{ $labels.operation }} operations took longer than '
+          + lib.bucketLabel(c) + 's: the budget of the %(objective)s latency objective burns more than %(factor)s times as fast as it may.'
+        )
+        + [
+          alert(
+            'LLMCacheCanaryStalled',
+            |||
+              (
+                increase(llmcache_workload_scheduled_total{%(m)s}[%(window)s]) == 0
+                and on (job, instance) llmcache_workload_target_rate{%(m)s} * %(seconds)d >= 2
+              )
+              and on (job, instance) up{%(m)s} == 1
+            ||| % { m: m(), window: c.canaryStalled.window, seconds: lib.seconds(c.canaryStalled.window) },
+            c.canaryStalled['for'],
+            'critical',
+            {},
+            'The canary on {{ $labels.instance }} has stopped scheduling operations',
+            'The exporter answers scrapes, and its workload.rate calls for operations, but it scheduled none over %s: every SLO alert is blind.' % c.canaryStalled.window,
+          ),
+          alert(
+            'LLMCacheBackendDown',
+            |||
+              llmcache_backend_up{%(m)s} == 0
+              or avg_over_time(llmcache_backend_up{%(m)s}[%(window)s]) < %(share)s
+            ||| % { m: m(), window: c.backendDown.flapWindow, share: lib.num(1 - c.backendDown.flapShare) },
+            c.backendDown['for'],
+            'critical',
+            {},
+            '{{ $labels.backend }} is down for {{ $labels.instance }}',
+            'The {{ $labels.backend }} backend has failed its health probes for %s, or for more than %s of the last %s while flapping.'
+            % [c.backendDown['for'], pct(c.backendDown.flapShare), c.backendDown.flapWindow],
+          ),
+          alert(
+            'LLMCacheLowHitRate',
+            |||
+              llmcache:cache_hit_ratio:rate5m{%(caches)s} < %(threshold)s
+              and llmcache:cache_requests:rate5m{%(m)s} > %(min)s
+            ||| % {
+              caches: m(['cache=~"%s"' % std.join('|', c.hitRate.caches)]),
+              m: m(),
+              threshold: lib.num(c.hitRate.threshold),
+              min: lib.num(c.hitRate.minRate),
+            },
+            c.hitRate['for'],
+            'warning',
+            {},
+            'Low {{ $labels.cache }} cache hit rate on {{ $labels.instance }}',
+            'The {{ $labels.cache }} cache answered {{ $value | humanizePercentage }} of lookups from memory over 5m (threshold %s).'
+            % pct(c.hitRate.threshold),
+          ),
+          alert(
+            'LLMCacheMemoryPressure',
+            'llmcache_memory_pressure{%s} == 1' % m(['scope=~"%s"' % std.join('|', c.memoryPressure.scopes)]),
+            c.memoryPressure['for'],
+            'warning',
+            {},
+            'Memory pressure ({{ $labels.scope }}) on {{ $labels.instance }}',
+            'The memory monitor has seen {{ $labels.scope }} memory pressure for %s and shrunk the cache pool. (Redis\'s memory is LLMCacheRedisNearMaxmemory\'s to watch.)'
+            % c.memoryPressure['for'],
+          ),
+          alert(
+            'LLMCacheRedisNearMaxmemory',
+            |||
+              sum by (job, instance) (increase(llmcache_redis_error_replies_total{%(oom)s}[%(window)s])) > 0
+              or (
+                sum by (job, instance) (increase(llmcache_redis_lost_keys_total{%(m)s}[%(window)s])) > 0
+                and on (job, instance) max by (job, instance) (llmcache:redis_memory_used:ratio{%(m)s}) > %(ratio)s
+              )
+            ||| % { m: m(), oom: m(['code="OOM"']), window: c.redisMaxmemory.window, ratio: lib.num(c.redisMaxmemory.ratio) },
+            c.redisMaxmemory['for'],
+            'warning',
+            {},
+            'Redis at maxmemory is losing the canary\'s data ({{ $labels.instance }})',
+            'Over %s, Redis refused the canary\'s writes with OOM (maxmemory-policy noeviction) or, above %s of maxmemory, evicted chat histories the canary wrote before their TTL ({{ $value | printf "%%.0f" }} in all).'
+            % [c.redisMaxmemory.window, pct(c.redisMaxmemory.ratio)],
+          ),
+          alert(
+            'LLMCacheWorkloadLagging',
+            |||
+              llmcache:workload_skipped_ratio:rate5m{%(m)s} > %(skipped)s
+              or llmcache_workload_lag_seconds{%(m)s} > %(lag)s
+            ||| % { m: m(), skipped: lib.num(c.workloadLagging.skippedRatio), lag: lib.num(c.workloadLagging.lagSeconds) },
+            c.workloadLagging['for'],
+            'warning',
+            {},
+            'The canary\'s workload is falling behind on {{ $labels.instance }}',
+            'The workload is skipping ticks or starting them late (value {{ $value | printf "%%.2f" }}; thresholds: %s skipped, or %ss lag).'
+            % [pct(c.workloadLagging.skippedRatio), lib.num(c.workloadLagging.lagSeconds)],
+          ),
+          alert(
+            'LLMCacheExporterDown',
+            |||
+              up{%(m)s} == 0
+              or absent(up{%(m)s})
+            ||| % { m: m() },
+            c.exporterDown['for'],
+            'critical',
+            {},
+            'llm-cache-exporter is down or missing',
+            'Prometheus has no successful scrape of {%s} for %s: nothing is watching the cache.' % [m(), c.exporterDown['for']],
+          ),
+          alert(
+            'LLMCacheConfigReloadFailed',
+            'llmcache_config_last_reload_successful{%s} == 0' % m(),
+            c.configReloadFailed['for'],
+            'warning',
+            {},
+            'llm-cache-exporter refused its new configuration ({{ $labels.instance }})',
+            'The last reload of llm-cache-exporter\'s configuration (or of its web config or certificates) failed; it is still running the previous one, and the next restart will fail to start with the files as they are.',
+          ),
+        ],
+      ),
+    ],
+  },
+}
