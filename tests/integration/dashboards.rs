@@ -1,7 +1,8 @@
 //! The shipped rules and dashboard against a real Prometheus scraping a real
-//! daemon: every rule evaluates, every panel query is accepted and returns
-//! data (but for panels documented as conditional), and a dead Redis makes
-//! the backend-down alert's expression true.
+//! daemon: every rule evaluates, every panel is described and its legend
+//! names the instance (or its query aggregates), every query is accepted and
+//! returns data (but for panels documented as conditional), and a dead Redis
+//! makes the backend-down alert's expression true.
 
 use std::time::Duration;
 
@@ -10,8 +11,8 @@ use crate::helpers::{
 };
 
 /// Every panel's expressions, with Grafana's variables substituted, and
-/// whether the panel may legitimately be empty.
-fn dashboard_queries(instance: &str) -> Vec<(String, String, bool)> {
+/// whether the panel may legitimately be empty; and the rows' titles.
+fn dashboard_queries(instance: &str) -> (Vec<(String, String, bool)>, Vec<String>) {
     let text = std::fs::read_to_string(repo("dashboards/llm-cache-exporter.json")).unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 39);
@@ -20,8 +21,10 @@ fn dashboard_queries(instance: &str) -> Vec<(String, String, bool)> {
         "no hard-coded datasource uid"
     );
     let mut queries = Vec::new();
+    let mut rows = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         if panel["type"] == "row" {
+            rows.push(panel["title"].as_str().unwrap().to_owned());
             continue;
         }
         let title = panel["title"].as_str().unwrap().to_owned();
@@ -30,20 +33,34 @@ fn dashboard_queries(instance: &str) -> Vec<(String, String, bool)> {
             "{title} has no unit"
         );
         assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
-        let conditional = panel["description"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("Only shows data"));
+        let description = panel["description"].as_str().unwrap_or_default();
+        assert!(description.len() > 20, "{title} has no description");
+        let conditional = description.starts_with("Only shows data");
+        if title.starts_with("Hit ratio") {
+            // Red below the LLMCacheLowHitRate line.
+            let steps = &panel["fieldConfig"]["defaults"]["thresholds"]["steps"];
+            assert_eq!(steps[1]["value"], 0.5, "{title}");
+            assert_eq!(steps[0]["color"], "red", "{title}");
+        }
         for target in panel["targets"].as_array().unwrap() {
-            let expr = target["expr"]
-                .as_str()
-                .unwrap()
+            let raw = target["expr"].as_str().unwrap();
+            let legend = target["legendFormat"].as_str().unwrap();
+            let aggregates = ["sum by", "histogram_quantile", "max by", "count by"]
+                .iter()
+                .any(|a| raw.starts_with(a));
+            assert!(
+                aggregates || legend.contains("{{instance}}"),
+                "{title}: the legend {legend} hides which instance"
+            );
+            let expr = raw
                 .replace("$job", "llm-cache-exporter")
                 .replace("$instance", instance)
-                .replace("$__rate_interval", "30s");
+                .replace("$__rate_interval", "30s")
+                .replace("$__range", "1h");
             queries.push((title.clone(), expr, conditional));
         }
     }
-    queries
+    (queries, rows)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,12 +101,15 @@ async fn rules_and_dashboard_work_against_a_real_prometheus() {
         .iter()
         .map(|g| g["rules"].as_array().unwrap().len())
         .sum();
-    assert!(count >= 16, "{count} rules loaded");
+    assert!(count >= 40, "{count} rules loaded");
 
     // Every dashboard query is valid PromQL and, unless documented as
     // conditional, returns data.
-    let queries = dashboard_queries(&instance);
-    assert!(queries.len() >= 30, "{} queries", queries.len());
+    let (queries, rows) = dashboard_queries(&instance);
+    assert!(queries.len() >= 55, "{} queries", queries.len());
+    for row in ["SLO", "Topology", "Exporter"] {
+        assert!(rows.iter().any(|r| r == row), "no {row} row in {rows:?}");
+    }
     for (title, expr, conditional) in &queries {
         let answer = prometheus.try_query(expr).await;
         assert_eq!(answer["status"], "success", "{title}: {expr}: {answer}");
