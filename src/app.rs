@@ -137,6 +137,7 @@ impl Parts {
             chroma.clone(),
             cache.clone(),
             embedder.clone(),
+            families.workload.clone(),
         ));
         let workload = Arc::new(Workload::new(
             config,

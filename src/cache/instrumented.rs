@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use moka::future::Cache;
 
-use super::metrics::{CacheMetrics, CacheName};
+use super::metrics::{CacheMetrics, CacheName, SemanticMetrics};
+use super::semantic::{DimensionMismatch, SemanticIndex};
 
 /// Estimated bytes moka and this module spend per entry beyond key and value:
 /// moka's node, its deque and timer-wheel links, the hash table slot, and
@@ -38,6 +39,9 @@ pub(crate) trait Weigh {
 pub(crate) enum Lookup {
     /// Answered from the cache.
     Hit,
+    /// Answered from the cache by the entry of another key nearby in
+    /// embedding space (semantic mode).
+    SemanticHit,
     /// Loaded from the backend (or from a concurrent caller's load).
     Miss,
 }
@@ -47,6 +51,7 @@ impl Lookup {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
+            Self::SemanticHit => "semantic_hit",
             Self::Miss => "miss",
         }
     }
@@ -172,6 +177,15 @@ enum LoadError<V, E> {
 /// Loads beyond this many stale coalesced answers go straight to the backend.
 const COALESCED_ATTEMPTS: usize = 3;
 
+/// Semantic matching: a lookup the exact key misses may be answered by the
+/// cached key nearest in embedding space, within `threshold`.
+pub(crate) struct Semantic {
+    pub(crate) index: SemanticIndex,
+    /// Cosine distance.
+    pub(crate) threshold: f32,
+    pub(crate) metrics: SemanticMetrics,
+}
+
 /// A named, instrumented, resizable cache of `String` keys.
 pub(crate) struct InstrumentedCache<V> {
     name: CacheName,
@@ -181,6 +195,7 @@ pub(crate) struct InstrumentedCache<V> {
     inner: ArcSwap<Cache<String, Stamped<V>>>,
     resizing: tokio::sync::Mutex<()>,
     metrics: CacheMetrics,
+    semantic: Option<Semantic>,
 }
 
 fn weigh<V: Weigh>(key: &str, value: &Stamped<V>) -> u64 {
@@ -207,7 +222,80 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
             inner: ArcSwap::from_pointee(build(capacity, ttl, &metrics)),
             resizing: tokio::sync::Mutex::new(()),
             metrics,
+            semantic: None,
         }
+    }
+
+    /// The same cache, answering misses from near keys too.
+    pub(crate) fn with_semantic(mut self, semantic: Semantic) -> Self {
+        self.semantic = Some(semantic);
+        self
+    }
+
+    /// The semantic matching, in semantic mode.
+    pub(crate) fn semantic(&self) -> Option<&Semantic> {
+        self.semantic.as_ref()
+    }
+
+    /// `key`'s value if the cache holds a current one; a stale one is dropped.
+    async fn cached(&self, cache: &Cache<String, Stamped<V>>, key: &str, floor: u64) -> Option<V> {
+        match cache.get(key).await {
+            Some(stamped) if stamped.is_current(floor) => Some(stamped.value),
+            Some(_) => {
+                // Loaded before a write that has finished since, or past
+                // its deadline: never serve it.
+                cache.invalidate(key).await;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// As [`Self::get_or_load`], but a miss on `key` is answered by the
+    /// cached key nearest `embedding` when it lies within the semantic
+    /// threshold (a [`Lookup::SemanticHit`], counted as a hit), and a loaded
+    /// value is remembered under `embedding`. Without semantic matching this
+    /// is `get_or_load`. An embedding of another dimension than the cached
+    /// ones fails this lookup.
+    pub(crate) async fn get_or_load_near<F, Fut, E>(
+        &self,
+        key: &str,
+        embedding: &[f32],
+        load: F,
+    ) -> Result<(V, Lookup), E>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Clone + Send + Sync + 'static + From<DimensionMismatch>,
+    {
+        let Some(semantic) = &self.semantic else {
+            return self.get_or_load(key, load).await;
+        };
+        let cache = self.inner.load();
+        let floor = self.freshness.current(key);
+        self.metrics.requests.inc();
+        if let Some(value) = self.cached(&cache, key, floor).await {
+            self.metrics.hits.inc();
+            return Ok((value, Lookup::Hit));
+        }
+        if let Some((near, distance)) = semantic.index.nearest(embedding)? {
+            semantic.metrics.distance.observe(f64::from(distance));
+            if distance <= semantic.threshold {
+                let near_floor = self.freshness.current(&near);
+                match self.cached(&cache, &near, near_floor).await {
+                    Some(value) => {
+                        self.metrics.hits.inc();
+                        semantic.metrics.hits.inc();
+                        return Ok((value, Lookup::SemanticHit));
+                    }
+                    // Evicted, expired or stale since it was indexed.
+                    None => semantic.index.remove(&near),
+                }
+            }
+        }
+        let value = self.load(&cache, key, floor, &load).await?;
+        semantic.index.insert(key, embedding);
+        Ok((value, Lookup::Miss))
     }
 
     /// The cached value for `key`, or the value `load` produces (cached unless
@@ -231,20 +319,13 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
         let bytes_before = if debug { cache.weighted_size() } else { 0 };
         self.metrics.requests.inc();
         let mut lookup = Lookup::Miss;
-        let result = match cache.get(key).await {
-            Some(stamped) if stamped.is_current(floor) => {
+        let result = match self.cached(&cache, key, floor).await {
+            Some(value) => {
                 self.metrics.hits.inc();
                 lookup = Lookup::Hit;
-                Ok(stamped.value)
+                Ok(value)
             }
-            stale => {
-                if stale.is_some() {
-                    // Loaded before a write that has finished since, or past
-                    // its deadline: never serve it.
-                    cache.invalidate(key).await;
-                }
-                self.load(&cache, key, floor, &load).await
-            }
+            None => self.load(&cache, key, floor, &load).await,
         };
         if let Some(started) = started {
             tracing::debug!(
@@ -329,6 +410,9 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
     pub(crate) fn invalidate_all(&self) {
         self.freshness.bump_all();
         self.inner.load().invalidate_all();
+        if let Some(semantic) = &self.semantic {
+            semantic.index.clear();
+        }
     }
 
     /// Moves the cache to a new capacity. moka cannot change a cache's

@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::metrics::label_values;
@@ -45,6 +46,37 @@ struct CacheLabels {
     cache: CacheName,
 }
 
+label_values! {
+    /// Whether a verified semantic hit served what Chroma would have.
+    pub(crate) enum Verification {
+        Same => "same",
+        Different => "different",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerificationLabels {
+    cache: CacheName,
+    result: Verification,
+}
+
+/// Cosine distances from an exact match (0) to opposite (2), fine where
+/// thresholds are set (0.02 to 0.4).
+const DISTANCE_BUCKETS: [f64; 15] = [
+    0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5,
+];
+
+/// Shares of k ids in common, in steps of a tenth.
+const OVERLAP_BUCKETS: [f64; 10] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+
+fn distance_histogram() -> Histogram {
+    Histogram::new(DISTANCE_BUCKETS)
+}
+
+fn overlap_histogram() -> Histogram {
+    Histogram::new(OVERLAP_BUCKETS)
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EvictionLabels {
     cache: CacheName,
@@ -61,6 +93,10 @@ pub(crate) struct CacheFamilies {
     capacity: Family<CacheLabels, Gauge>,
     evictions: Family<EvictionLabels, Counter>,
     uncacheable: Family<CacheLabels, Counter>,
+    semantic_hits: Family<CacheLabels, Counter>,
+    semantic_distance: Family<CacheLabels, Histogram, fn() -> Histogram>,
+    semantic_verifications: Family<VerificationLabels, Counter>,
+    semantic_overlap: Family<CacheLabels, Histogram, fn() -> Histogram>,
     pub(crate) pool_budget: Gauge,
     pub(crate) pool_used: Gauge,
 }
@@ -77,12 +113,18 @@ impl CacheFamilies {
             capacity: Family::default(),
             evictions: Family::default(),
             uncacheable: Family::default(),
+            semantic_hits: Family::default(),
+            semantic_distance: Family::new_with_constructor(distance_histogram),
+            semantic_verifications: Family::default(),
+            semantic_overlap: Family::new_with_constructor(overlap_histogram),
             pool_budget: Gauge::default(),
             pool_used: Gauge::default(),
         };
         for cache in CacheName::ALL {
             families.for_cache(*cache);
         }
+        // Only the similarity cache matches semantically.
+        families.semantic(CacheName::Similarity);
         registry.register(
             "cache_requests",
             "Cache lookups, one per caller",
@@ -119,6 +161,26 @@ impl CacheFamilies {
             "cache_uncacheable",
             "Loaded values larger than the cache's whole capacity, returned but not cached",
             families.uncacheable.clone(),
+        );
+        registry.register(
+            "cache_semantic_hits",
+            "Lookups answered by the cached query nearest in embedding space (semantic mode); a subset of hits",
+            families.semantic_hits.clone(),
+        );
+        registry.register(
+            "cache_semantic_distance",
+            "Cosine distance to the nearest cached query, at each lookup the exact key did not answer (semantic mode)",
+            families.semantic_distance.clone(),
+        );
+        registry.register(
+            "cache_semantic_verifications",
+            "Semantic hits also asked of the backend: whether its top-k ids were the same set",
+            families.semantic_verifications.clone(),
+        );
+        registry.register(
+            "cache_semantic_overlap",
+            "Share of the top-k ids a verified semantic hit had in common with the backend's answer",
+            families.semantic_overlap.clone(),
         );
         registry.register_with_unit(
             "memory_pool_budget",
@@ -159,6 +221,51 @@ impl CacheFamilies {
             ]
             .map(eviction),
         }
+    }
+}
+
+impl CacheFamilies {
+    /// The semantic handles of one cache.
+    pub(crate) fn semantic(&self, cache: CacheName) -> SemanticMetrics {
+        let labels = CacheLabels { cache };
+        let verified = |result| {
+            self.semantic_verifications
+                .get_or_create(&VerificationLabels { cache, result })
+                .clone()
+        };
+        SemanticMetrics {
+            hits: self.semantic_hits.get_or_create(&labels).clone(),
+            distance: self.semantic_distance.get_or_create(&labels).clone(),
+            same: verified(Verification::Same),
+            different: verified(Verification::Different),
+            overlap: self.semantic_overlap.get_or_create(&labels).clone(),
+        }
+    }
+}
+
+/// One cache's semantic-mode handles.
+#[derive(Clone, Debug)]
+pub(crate) struct SemanticMetrics {
+    pub(crate) hits: Counter,
+    pub(crate) distance: Histogram,
+    same: Counter,
+    different: Counter,
+    overlap: Histogram,
+}
+
+impl SemanticMetrics {
+    /// Records one verification: the cached top-k ids against the backend's.
+    pub(crate) fn verified(&self, cached: &[String], fresh: &[String], k: usize) {
+        let common = cached.iter().filter(|id| fresh.contains(id)).count();
+        let same = common == cached.len() && common == fresh.len();
+        if same { &self.same } else { &self.different }.inc();
+        self.overlap.observe(common as f64 / k.max(1) as f64);
+    }
+
+    /// Verifications so far: (same, different).
+    #[cfg(test)]
+    pub(crate) fn verifications(&self) -> (u64, u64) {
+        (self.same.get(), self.different.get())
     }
 }
 

@@ -27,6 +27,7 @@
 
 mod instrumented;
 mod metrics;
+mod semantic;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,10 +41,14 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "bench")]
 pub(crate) use instrumented::{bare_moka, Stamped, ENTRY_OVERHEAD};
-pub(crate) use instrumented::{Freshness, InstrumentedCache, Lookup, Weigh};
+pub(crate) use instrumented::{Freshness, InstrumentedCache, Lookup, Semantic, Weigh};
 pub(crate) use metrics::{CacheFamilies, CacheName};
+pub(crate) use semantic::{DimensionMismatch, SemanticIndex};
 
-use crate::config::CacheConfig;
+use crate::config::{CacheConfig, SimilarityMode};
+
+/// The semantic index keeps at most this many cached queries' embeddings.
+const SEMANTIC_ROWS: usize = 10_000;
 
 /// A session's chat history: the raw JSON entries, oldest first.
 pub(crate) type ChatHistory = Arc<[String]>;
@@ -152,13 +157,23 @@ impl<S: Weigh + Clone + Send + Sync + 'static> CacheManager<S> {
                 Freshness::per_key(),
                 families.for_cache(CacheName::ChatHistory),
             ),
-            similarity: InstrumentedCache::new(
-                CacheName::Similarity,
-                config.similarity.ttl,
-                similarity,
-                Freshness::global(),
-                families.for_cache(CacheName::Similarity),
-            ),
+            similarity: {
+                let cache = InstrumentedCache::new(
+                    CacheName::Similarity,
+                    config.similarity.ttl,
+                    similarity,
+                    Freshness::global(),
+                    families.for_cache(CacheName::Similarity),
+                );
+                match config.similarity.mode {
+                    SimilarityMode::Exact => cache,
+                    SimilarityMode::Semantic => cache.with_semantic(Semantic {
+                        index: SemanticIndex::new(SEMANTIC_ROWS),
+                        threshold: config.similarity.distance_threshold as f32,
+                        metrics: families.semantic(CacheName::Similarity),
+                    }),
+                }
+            },
             embeddings: InstrumentedCache::new(
                 CacheName::Embeddings,
                 config.embeddings.ttl,

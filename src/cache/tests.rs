@@ -465,3 +465,180 @@ async fn health_stats_agree_with_the_exported_metrics() {
     assert!((stats.memory_usage_mb - used / (1024.0 * 1024.0)).abs() < 1e-9);
     let _ = Counter::<u64>::default();
 }
+
+// ---------------------------------------------------------------- semantic
+
+#[derive(Debug, Clone, PartialEq)]
+enum SemanticFail {
+    Mismatch(DimensionMismatch),
+}
+
+impl From<DimensionMismatch> for SemanticFail {
+    fn from(err: DimensionMismatch) -> Self {
+        Self::Mismatch(err)
+    }
+}
+
+fn semantic_cache(threshold: f32) -> InstrumentedCache<Embedding> {
+    let families = families();
+    InstrumentedCache::new(
+        CacheName::Similarity,
+        HOUR,
+        1 << 20,
+        Freshness::global(),
+        families.for_cache(CacheName::Similarity),
+    )
+    .with_semantic(Semantic {
+        index: SemanticIndex::new(100),
+        threshold,
+        metrics: families.semantic(CacheName::Similarity),
+    })
+}
+
+async fn near(
+    cache: &InstrumentedCache<Embedding>,
+    key: &str,
+    embedding: &[f32],
+) -> Result<(Embedding, Lookup), SemanticFail> {
+    let value: Embedding = Arc::from(
+        key.as_bytes()
+            .iter()
+            .map(|b| f32::from(*b))
+            .collect::<Vec<_>>(),
+    );
+    cache
+        .get_or_load_near(key, embedding, || {
+            let value = value.clone();
+            async move { Ok(value) }
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_near_query_within_the_threshold_is_a_semantic_hit_counted_as_a_hit() {
+    let cache = semantic_cache(0.1);
+    let (first, lookup) = near(&cache, "how do I reset my password", &[1.0, 0.0])
+        .await
+        .unwrap();
+    assert_eq!(lookup, Lookup::Miss);
+    // cos = 0.995: distance 0.005.
+    let (answer, lookup) = near(&cache, "how to reset my password", &[1.0, 0.1])
+        .await
+        .unwrap();
+    assert_eq!(lookup, Lookup::SemanticHit);
+    assert_eq!(answer, first, "the neighbour's value answers");
+    let (_, lookup) = near(&cache, "how do I reset my password", &[1.0, 0.0])
+        .await
+        .unwrap();
+    assert_eq!(lookup, Lookup::Hit, "the exact key comes first");
+    // Orthogonal: distance 1, a miss, loaded and indexed.
+    let (_, lookup) = near(&cache, "what is the weather", &[0.0, 1.0])
+        .await
+        .unwrap();
+    assert_eq!(lookup, Lookup::Miss);
+    let metrics = cache.metrics();
+    assert_eq!((metrics.requests.get(), metrics.hits.get()), (4, 2));
+    let semantic = cache.semantic().unwrap();
+    assert_eq!(semantic.metrics.hits.get(), 1);
+    // Distances observed for the two lookups the exact key did not answer
+    // and that had a neighbour: 0.005 and 1.
+    let mut text = String::new();
+    let mut registry = Registry::default();
+    registry.register("d", "d", semantic.metrics.distance.clone());
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("d_count 2"), "{text}");
+}
+
+#[tokio::test]
+async fn a_threshold_of_zero_matches_identical_directions_only() {
+    let cache = semantic_cache(0.0);
+    near(&cache, "a", &[1.0, 0.0]).await.unwrap();
+    assert_eq!(
+        near(&cache, "b", &[1.0, 0.01]).await.unwrap().1,
+        Lookup::Miss
+    );
+    assert_eq!(
+        near(&cache, "c", &[2.0, 0.0]).await.unwrap().1,
+        Lookup::SemanticHit
+    );
+}
+
+#[tokio::test]
+async fn a_write_empties_the_semantic_side_too() {
+    let cache = semantic_cache(0.5);
+    near(&cache, "a", &[1.0, 0.0]).await.unwrap();
+    cache.invalidate_all();
+    assert_eq!(
+        near(&cache, "b", &[1.0, 0.0]).await.unwrap().1,
+        Lookup::Miss
+    );
+    assert_eq!(cache.semantic().unwrap().metrics.hits.get(), 0);
+}
+
+#[tokio::test]
+async fn an_evicted_neighbour_is_forgotten_not_served() {
+    let cache = semantic_cache(0.5);
+    near(&cache, "a", &[1.0, 0.0]).await.unwrap();
+    // Gone from moka behind the index's back (as an eviction would be).
+    cache.invalidate("a").await;
+    assert_eq!(
+        near(&cache, "b", &[1.0, 0.0]).await.unwrap().1,
+        Lookup::Miss
+    );
+    assert_eq!(
+        near(&cache, "c", &[1.0, 0.0]).await.unwrap().1,
+        Lookup::SemanticHit,
+        "b was indexed"
+    );
+}
+
+#[tokio::test]
+async fn a_query_of_another_dimension_fails_that_lookup_only() {
+    let cache = semantic_cache(0.5);
+    near(&cache, "a", &[1.0, 0.0]).await.unwrap();
+    let err = near(&cache, "b", &[1.0, 0.0, 0.0]).await.unwrap_err();
+    assert_eq!(
+        err,
+        SemanticFail::Mismatch(DimensionMismatch { got: 3, cached: 2 })
+    );
+    assert_eq!(
+        near(&cache, "c", &[1.0, 0.0, 0.0]).await.unwrap().1,
+        Lookup::Miss
+    );
+    assert_eq!(
+        near(&cache, "d", &[1.0, 0.0, 0.0]).await.unwrap().1,
+        Lookup::SemanticHit
+    );
+}
+
+#[tokio::test]
+async fn without_semantic_mode_a_near_lookup_is_an_exact_one() {
+    let cache = cache::<Embedding>(HOUR, 1 << 20, Freshness::global());
+    let load = || async { Ok::<_, SemanticFail>(vector(2)) };
+    assert_eq!(
+        cache
+            .get_or_load_near("a", &[1.0, 0.0], load)
+            .await
+            .unwrap()
+            .1,
+        Lookup::Miss
+    );
+    assert_eq!(
+        cache
+            .get_or_load_near("b", &[1.0, 0.0], load)
+            .await
+            .unwrap()
+            .1,
+        Lookup::Miss
+    );
+}
+
+#[test]
+fn a_verification_is_same_only_for_the_same_id_set() {
+    let metrics = families().semantic(CacheName::Similarity);
+    let ids = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    metrics.verified(&ids(&["a", "b", "c"]), &ids(&["c", "a", "b"]), 3);
+    metrics.verified(&ids(&["a", "b", "c"]), &ids(&["a", "b", "d"]), 3);
+    metrics.verified(&ids(&["a", "b"]), &ids(&["a", "b", "c"]), 3);
+    assert_eq!(metrics.verifications(), (1, 2));
+}

@@ -271,8 +271,7 @@ pub(crate) struct CacheConfig {
     pub(crate) memory_budget: u64,
     #[default(CacheTable::new(300, 0.25))]
     pub(crate) chat_history: CacheTable,
-    #[default(CacheTable::new(600, 0.25))]
-    pub(crate) similarity: CacheTable,
+    pub(crate) similarity: SimilarityTable,
     #[default(CacheTable::new(3600, 0.5))]
     pub(crate) embeddings: CacheTable,
 }
@@ -294,6 +293,40 @@ impl CacheTable {
             share,
         }
     }
+}
+
+/// `[cache.similarity]`: a cache table, plus how a lookup may match.
+#[derive(Debug, Clone, SmartDefault, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct SimilarityTable {
+    #[default(Duration::from_secs(600))]
+    #[serde(with = "duration")]
+    pub(crate) ttl: Duration,
+    #[default(0.25)]
+    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
+    pub(crate) share: f64,
+    #[serde(deserialize_with = "any_case")]
+    pub(crate) mode: SimilarityMode,
+    /// Cosine distance (0 = same direction, 2 = opposite), as RedisVL's.
+    #[default(0.1)]
+    #[serde(deserialize_with = "float::<_, 0, 2, false>")]
+    pub(crate) distance_threshold: f64,
+    /// Share of semantic hits also answered by Chroma, to measure precision.
+    #[default(0.1)]
+    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
+    pub(crate) verify_fraction: f64,
+}
+
+/// `cache.similarity.mode`: what a lookup may answer with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SimilarityMode {
+    /// Only the same normalized query text.
+    #[default]
+    Exact,
+    /// Failing that, the cached query nearest in embedding space, within
+    /// `distance_threshold`.
+    Semantic,
 }
 
 /// `[workload]`
@@ -324,6 +357,16 @@ pub(crate) struct WorkloadConfig {
     pub(crate) seed: u64,
     #[default(true)]
     pub(crate) cleanup_on_exit: bool,
+    /// Share of Chroma queries whose answer is checked against an exact
+    /// search over the canary's own records.
+    #[default(0.05)]
+    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
+    pub(crate) recall_check_fraction: f64,
+    /// How long a stored memory may take to show up in a query before it
+    /// counts as invisible.
+    #[default(Duration::from_secs(10))]
+    #[serde(with = "duration")]
+    pub(crate) write_visibility_timeout: Duration,
     pub(crate) mix: Mix,
 }
 

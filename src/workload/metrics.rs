@@ -47,7 +47,21 @@ pub(crate) struct WorkloadMetrics {
     pub(crate) inflight: Gauge,
     pub(crate) lag: Gauge<f64, AtomicU64>,
     pub(crate) target_rate: Gauge<f64, AtomicU64>,
+    pub(crate) recall: Histogram,
+    pub(crate) recall_checks: Counter,
+    pub(crate) write_visibility: Histogram,
+    pub(crate) write_invisible: Counter,
 }
+
+/// recall@k, fine near 1 where a healthy index lives.
+const RECALL_BUCKETS: [f64; 14] = [
+    0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0,
+];
+
+/// From one local query's round trip to the default 10 s cap.
+const VISIBILITY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 impl WorkloadMetrics {
     /// Registers under `registry` (the `llmcache_` namespace); every valid
@@ -61,6 +75,10 @@ impl WorkloadMetrics {
             inflight: Gauge::default(),
             lag: Gauge::default(),
             target_rate: Gauge::default(),
+            recall: Histogram::new(RECALL_BUCKETS),
+            recall_checks: Counter::default(),
+            write_visibility: Histogram::new(VISIBILITY_BUCKETS),
+            write_invisible: Counter::default(),
         };
         for operation in Operation::ALL {
             for outcome in outcomes(*operation) {
@@ -112,6 +130,27 @@ impl WorkloadMetrics {
             "workload_target_rate",
             "Operations per second the schedule calls for (workload.rate)",
             metrics.target_rate.clone(),
+        );
+        registry.register(
+            "vector_recall_ratio",
+            "recall@k of the vector store's answers against exact search over the canary's own records, per check",
+            metrics.recall.clone(),
+        );
+        registry.register(
+            "vector_recall_checks",
+            "Vector store answers checked against exact search",
+            metrics.recall_checks.clone(),
+        );
+        registry.register_with_unit(
+            "vector_write_visibility",
+            "From a stored memory's add returning to the first query by its own embedding that returns it",
+            Unit::Seconds,
+            metrics.write_visibility.clone(),
+        );
+        registry.register(
+            "vector_write_invisible",
+            "Stored memories no query returned within workload.write_visibility_timeout",
+            metrics.write_invisible.clone(),
         );
         metrics
     }

@@ -15,6 +15,7 @@ mod metrics;
 pub(crate) mod model;
 mod ops;
 mod pacer;
+mod recall;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -2,17 +2,19 @@
 //! instrumented caches against real Redis and Chroma.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::metrics::WorkloadMetrics;
 use super::model::{normalize, Op};
+use super::recall::recall;
 use crate::backends::chroma::{ChromaBackend, QueryHits};
 use crate::backends::redis::RedisBackend;
 use crate::backends::{BackendError, ErrorKind};
-use crate::cache::{CacheManager, ChatHistory, Lookup, Weigh};
+use crate::cache::{CacheManager, ChatHistory, DimensionMismatch, Embedding, Lookup, Weigh};
 use crate::config::Config;
 use crate::embeddings::Embedder;
 use crate::metrics::label_values;
@@ -30,7 +32,7 @@ label_values! {
 impl From<Lookup> for Outcome {
     fn from(lookup: Lookup) -> Self {
         match lookup {
-            Lookup::Hit => Self::CacheHit,
+            Lookup::Hit | Lookup::SemanticHit => Self::CacheHit,
             Lookup::Miss => Self::CacheMiss,
         }
     }
@@ -44,6 +46,12 @@ pub(crate) enum OpError {
     /// The daemon will not do this (e.g. write to a collection it does not own).
     #[error("{0}")]
     Refused(String),
+}
+
+impl From<DimensionMismatch> for OpError {
+    fn from(err: DimensionMismatch) -> Self {
+        Self::Refused(format!("the similarity cache cannot match: {err}"))
+    }
 }
 
 impl OpError {
@@ -154,8 +162,35 @@ pub(crate) struct Operations {
     top_k: usize,
     run_id: u64,
     next_memory: AtomicU64,
-    memory_ids: Mutex<VecDeque<String>>,
+    /// The memories this run stored and has not trimmed, with their
+    /// embeddings, for exact search.
+    memories: Mutex<VecDeque<(String, Embedding)>>,
+    /// Odd while this run adds to or trims the collection, and bumped by
+    /// each: a recall check whose query overlapped a write is not counted.
+    writes: AtomicU64,
     written: Written,
+    metrics: WorkloadMetrics,
+    recall_check_fraction: f64,
+    verify_fraction: f64,
+    visibility_timeout: Duration,
+    /// One write-visibility check at a time.
+    visibility_busy: Arc<AtomicBool>,
+}
+
+/// Marks a write to the collection as in progress, until dropped.
+struct Writing<'a>(&'a AtomicU64);
+
+impl<'a> Writing<'a> {
+    fn start(writes: &'a AtomicU64) -> Self {
+        writes.fetch_add(1, Ordering::AcqRel);
+        Self(writes)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 impl Operations {
@@ -166,6 +201,7 @@ impl Operations {
         chroma: Arc<ChromaBackend>,
         cache: Arc<Caches>,
         embedder: Arc<Embedder>,
+        metrics: WorkloadMetrics,
     ) -> Self {
         Self {
             redis,
@@ -180,8 +216,14 @@ impl Operations {
             top_k: config.workload.top_k,
             run_id: fastrand::u64(..),
             next_memory: AtomicU64::new(0),
-            memory_ids: Mutex::new(VecDeque::new()),
+            memories: Mutex::new(VecDeque::new()),
+            writes: AtomicU64::new(0),
             written: Written::new(config.workload.key_ttl),
+            metrics,
+            recall_check_fraction: config.workload.recall_check_fraction,
+            verify_fraction: config.cache.similarity.verify_fraction,
+            visibility_timeout: config.workload.write_visibility_timeout,
+            visibility_busy: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -257,7 +299,10 @@ impl Operations {
     }
 
     /// Embeds through the `embeddings` cache, then answers from the
-    /// `similarity` cache or Chroma's `query`.
+    /// `similarity` cache (in semantic mode, from the nearest cached query
+    /// within the threshold) or Chroma's `query`. A share of semantic hits is
+    /// verified against Chroma, and a share of Chroma's answers against exact
+    /// search, both off the operation's clock.
     pub(crate) async fn query_similar_memories(
         &self,
         text: &str,
@@ -271,20 +316,87 @@ impl Operations {
             let hits = self.chroma.client().query(&id, &embedding, k).await?;
             Ok::<_, OpError>(Arc::new(hits))
         };
-        self.cache.similarity.get_or_load(&key, load).await
+        let writes = self.writes.load(Ordering::Acquire);
+        let (hits, lookup) = self
+            .cache
+            .similarity
+            .get_or_load_near(&key, &embedding, load)
+            .await?;
+        match lookup {
+            Lookup::SemanticHit => self.verify(&embedding, k, &hits),
+            Lookup::Miss if writes % 2 == 0 && self.writes.load(Ordering::Acquire) == writes => {
+                self.check_recall(&embedding, &hits);
+            }
+            Lookup::Miss | Lookup::Hit => {}
+        }
+        Ok((hits, lookup))
+    }
+
+    /// The prefix of this run's memory ids.
+    fn run_prefix(&self) -> String {
+        format!("mem-{:016x}-", self.run_id)
+    }
+
+    /// With `verify_fraction`'s probability, asks Chroma what a semantic hit
+    /// answered from the cache, in the background, and counts whether the
+    /// top-k ids agree.
+    fn verify(&self, embedding: &Embedding, k: usize, cached: &QueryHits) {
+        let Some(semantic) = self.cache.similarity.semantic() else {
+            return;
+        };
+        if fastrand::f64() >= self.verify_fraction {
+            return;
+        }
+        let (metrics, chroma) = (semantic.metrics.clone(), self.chroma.clone());
+        let (embedding, cached) = (embedding.clone(), cached.ids.clone());
+        tokio::spawn(async move {
+            let fresh = async {
+                let id = chroma.owned_collection().await?;
+                chroma.client().query(&id, &embedding, k).await
+            };
+            // A failed request is counted as a backend request, like any.
+            if let Ok(fresh) = fresh.await {
+                metrics.verified(&cached, &fresh.ids, k);
+            }
+        });
+    }
+
+    /// With `recall_check_fraction`'s probability, compares Chroma's answer
+    /// with exact search over this run's memories, in the background.
+    fn check_recall(&self, embedding: &Embedding, answer: &QueryHits) {
+        if fastrand::f64() >= self.recall_check_fraction {
+            return;
+        }
+        let known: Vec<(String, Embedding)> = self.lock_memories().iter().cloned().collect();
+        let (metrics, embedding) = (self.metrics.clone(), embedding.clone());
+        let (answer, prefix) = (answer.ids.clone(), self.run_prefix());
+        tokio::spawn(async move {
+            if let Some(ratio) = recall(&embedding, &answer, &known, &prefix) {
+                metrics.recall.observe(ratio);
+                metrics.recall_checks.inc();
+            }
+        });
+    }
+
+    fn lock_memories(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Embedding)>> {
+        self.memories
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Embeds, adds to the probe collection, then makes every similarity
-    /// entry stale.
+    /// entry stale, and (one at a time) measures how long until a query
+    /// returns the new memory.
     pub(crate) async fn store_memory(&self, text: &str) -> Result<(), OpError> {
         let normalized = normalize(text);
         let embedding = self.embed(&normalized).await?;
         let id = self.chroma.owned_collection().await?;
         let memory = format!(
-            "mem-{:016x}-{}",
-            self.run_id,
+            "{}{}",
+            self.run_prefix(),
             self.next_memory.fetch_add(1, Ordering::Relaxed)
         );
+        let writing = Writing::start(&self.writes);
         self.chroma
             .client()
             .add(
@@ -295,14 +407,15 @@ impl Operations {
             )
             .await?;
         self.cache.similarity.invalidate_all();
+        self.check_visibility(&id, &memory, &embedding);
         let expired: Vec<String> = {
-            let mut ids = self
-                .memory_ids
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            ids.push_back(memory);
-            if ids.len() > MEMORY_CAP + MEMORY_TRIM_BATCH {
-                ids.drain(..MEMORY_TRIM_BATCH).collect()
+            let mut memories = self.lock_memories();
+            memories.push_back((memory, embedding));
+            if memories.len() > MEMORY_CAP + MEMORY_TRIM_BATCH {
+                memories
+                    .drain(..MEMORY_TRIM_BATCH)
+                    .map(|(id, _)| id)
+                    .collect()
             } else {
                 Vec::new()
             }
@@ -313,7 +426,49 @@ impl Operations {
                 tracing::debug!(error = %err, "trimming old probe memories failed");
             }
         }
+        drop(writing);
         Ok(())
+    }
+
+    /// Queries by `memory`'s own embedding, among that record only, until
+    /// Chroma returns it or `write_visibility_timeout` passes; in the
+    /// background, and only if no other check is running.
+    fn check_visibility(&self, collection: &str, memory: &str, embedding: &Embedding) {
+        if self.visibility_busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let added = Instant::now();
+        let (chroma, busy, metrics) = (
+            self.chroma.clone(),
+            self.visibility_busy.clone(),
+            self.metrics.clone(),
+        );
+        let (collection, memory, embedding) =
+            (collection.to_owned(), memory.to_owned(), embedding.clone());
+        let timeout = self.visibility_timeout;
+        tokio::spawn(async move {
+            let among = [memory];
+            let mut pause = Duration::from_millis(5);
+            loop {
+                let hits = chroma
+                    .client()
+                    .query_among(&collection, &embedding, 1, Some(&among))
+                    .await;
+                if hits.is_ok_and(|hits| hits.ids.contains(&among[0])) {
+                    metrics
+                        .write_visibility
+                        .observe(added.elapsed().as_secs_f64());
+                    break;
+                }
+                if added.elapsed() + pause > timeout {
+                    metrics.write_invisible.inc();
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            busy.store(false, Ordering::Release);
+        });
     }
 
     async fn embed(&self, normalized: &str) -> Result<Arc<[f32]>, OpError> {

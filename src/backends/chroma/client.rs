@@ -243,11 +243,25 @@ impl ChromaClient {
         embedding: &[f32],
         n_results: usize,
     ) -> Result<QueryHits, BackendError> {
-        let body = serde_json::json!({
+        self.query_among(id, embedding, n_results, None).await
+    }
+
+    /// As [`Self::query`], among the records `among` only, when given.
+    pub(crate) async fn query_among(
+        &self,
+        id: &str,
+        embedding: &[f32],
+        n_results: usize,
+        among: Option<&[String]>,
+    ) -> Result<QueryHits, BackendError> {
+        let mut body = serde_json::json!({
             "query_embeddings": [embedding],
             "n_results": n_results,
             "include": ["documents", "distances"],
         });
+        if let Some(ids) = among {
+            body["ids"] = serde_json::json!(ids);
+        }
         let url = self.collection_url(id, "query")?;
         let response: QueryResponse = self
             .call(ChromaRequest::Query, Method::POST, url, Some(body))
