@@ -133,6 +133,47 @@ local lib = import 'lib.libsonnet';
             % [c.redisMaxmemory.window, pct(c.redisMaxmemory.ratio)],
           ),
           alert(
+            'LLMCacheVectorRecallLow',
+            |||
+              sum by (job, instance) (rate(llmcache_vector_recall_ratio_sum{%(m)s}[%(window)s]))
+                / (sum by (job, instance) (rate(llmcache_vector_recall_ratio_count{%(m)s}[%(window)s])) > 0)
+                < %(min)s
+              and sum by (job, instance) (increase(llmcache_vector_recall_checks_total{%(m)s}[%(window)s])) >= %(checks)d
+            ||| % {
+              m: m(),
+              window: c.vectorRecall.window,
+              min: lib.num(lib.ratio('vectorRecall.min', c.vectorRecall.min)),
+              checks: c.vectorRecall.minChecks,
+            },
+            c.vectorRecall['for'],
+            'critical',
+            {},
+            'The vector store answers wrong on {{ $labels.instance }}: recall@k {{ $value | humanizePercentage }}',
+            'Over %s, Chroma\'s nearest neighbours matched exact search over the canary\'s own records only {{ $value | humanizePercentage }} of the time (threshold %s). It is up and may be fast: its answers are wrong.'
+            % [c.vectorRecall.window, pct(c.vectorRecall.min)],
+          ),
+          alert(
+            'LLMCacheSemanticCacheImprecise',
+            |||
+              sum by (job, instance, cache) (rate(llmcache_cache_semantic_verifications_total{%(different)s}[%(window)s]))
+                / (sum by (job, instance, cache) (rate(llmcache_cache_semantic_verifications_total{%(m)s}[%(window)s])) > 0)
+                > %(max)s
+              and sum by (job, instance, cache) (increase(llmcache_cache_semantic_verifications_total{%(m)s}[%(window)s])) >= %(checks)d
+            ||| % {
+              m: m(),
+              different: m(['result="different"']),
+              window: c.semanticPrecision.window,
+              max: lib.num(lib.ratio('semanticPrecision.maxDifferent', c.semanticPrecision.maxDifferent)),
+              checks: c.semanticPrecision.minVerifications,
+            },
+            c.semanticPrecision['for'],
+            'warning',
+            {},
+            'The semantic {{ $labels.cache }} cache serves other answers than the store on {{ $labels.instance }}',
+            'Over %s, {{ $value | humanizePercentage }} of verified semantic hits returned other top-k ids than Chroma did for the same query (threshold %s): cache.similarity.distance_threshold is too loose for this embedding model.'
+            % [c.semanticPrecision.window, pct(c.semanticPrecision.maxDifferent)],
+          ),
+          alert(
             'LLMCacheWorkloadLagging',
             |||
               llmcache:workload_skipped_ratio:rate5m{%(m)s} > %(skipped)s

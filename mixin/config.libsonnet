@@ -68,6 +68,14 @@
     // with OOM or evicting the canary's own keys.
     redisMaxmemory: { ratio: 0.9, window: '5m', 'for': '2m' },
 
+    // Mean recall@k of the vector store below `min` over `window`, judged
+    // on at least `minChecks` checks.
+    vectorRecall: { min: 0.9, window: '15m', minChecks: 20, 'for': '5m' },
+
+    // More than `maxDifferent` of verified semantic hits served other ids
+    // than the backend would have, over at least `minVerifications`.
+    semanticPrecision: { maxDifferent: 0.05, window: '15m', minVerifications: 20, 'for': '15m' },
+
     workloadLagging: { skippedRatio: 0.05, lagSeconds: 1, 'for': '5m' },
     exporterDown: { 'for': '5m' },
     configReloadFailed: { 'for': '10m' },

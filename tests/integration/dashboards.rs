@@ -45,7 +45,7 @@ fn dashboard_queries(instance: &str) -> (Vec<(String, String, bool)>, Vec<String
         for target in panel["targets"].as_array().unwrap() {
             let raw = target["expr"].as_str().unwrap();
             let legend = target["legendFormat"].as_str().unwrap();
-            let aggregates = ["sum by", "histogram_quantile", "max by", "count by"]
+            let aggregates = ["sum by", "sum(", "histogram_quantile", "max by", "count by"]
                 .iter()
                 .any(|a| raw.starts_with(a));
             assert!(

@@ -20,5 +20,6 @@ mod redis_security;
 mod reload;
 mod secrets;
 mod topologies;
+mod vectors;
 mod web;
 mod workload;
