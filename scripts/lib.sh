@@ -2,6 +2,7 @@
 # Sourced, not run.
 
 CHROMA_VERSION="1.5.9"
+WORDLLAMA_VERSION="0.4.0.post1"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${LLMCACHE_VENV:-$REPO_ROOT/.venv}"
 
@@ -35,6 +36,19 @@ chroma_ensure() {
     python3 -m venv "$VENV"
   fi
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "chromadb==$CHROMA_VERSION"
+}
+
+# wordllama_ensure installs WordLlama (a 256-dimension embedding model inside
+# its wheel; numpy, safetensors, tokenizers, pydantic, no torch) into $VENV,
+# for scripts/embeddings-server.py.
+wordllama_ensure() {
+  chroma_ensure
+  if "$VENV/bin/python" -c 'import wordllama' >/dev/null 2>&1; then
+    return
+  fi
+  echo "==> installing wordllama==$WORDLLAMA_VERSION into $VENV"
+  # pip warns that chromadb's dependencies are missing: it runs without them.
+  "$VENV/bin/pip" install -q --disable-pip-version-check "wordllama==$WORDLLAMA_VERSION"
 }
 
 # chroma_run PORT DATA_DIR starts the Chroma server in the foreground.

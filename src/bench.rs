@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
-use crate::cache::{CacheFamilies, CacheName, Embedding, Freshness, InstrumentedCache, Lookup};
+use crate::cache::{
+    CacheFamilies, CacheName, Embedding, Freshness, InstrumentedCache, Lookup, SemanticIndex,
+};
 
 /// The embeddings cache exactly as the daemon builds it.
 pub struct BenchCache(InstrumentedCache<Embedding>);
@@ -84,5 +86,25 @@ impl ZipfRanks {
     /// The rank for `u`.
     pub fn rank(&self, u: f64) -> usize {
         self.0.rank(u)
+    }
+}
+
+/// The similarity cache's semantic index.
+pub struct BenchSemanticIndex(SemanticIndex);
+
+impl BenchSemanticIndex {
+    /// An empty index of at most `cap` rows.
+    pub fn new(cap: usize) -> Self {
+        Self(SemanticIndex::new(cap))
+    }
+
+    /// Remembers `key`'s embedding.
+    pub fn insert(&self, key: &str, embedding: &[f32]) {
+        self.0.insert(key, embedding);
+    }
+
+    /// The cosine distance to the nearest row, if any.
+    pub fn nearest(&self, query: &[f32]) -> Option<f32> {
+        self.0.nearest(query).ok().flatten().map(|(_, d)| d)
     }
 }

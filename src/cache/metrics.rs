@@ -250,16 +250,24 @@ pub(crate) struct SemanticMetrics {
     pub(crate) distance: Histogram,
     same: Counter,
     different: Counter,
-    overlap: Histogram,
+    pub(crate) overlap: Histogram,
 }
 
 impl SemanticMetrics {
     /// Records one verification: the cached top-k ids against the backend's.
+    /// The overlap is the share of ids in common out of k, or out of the
+    /// longer answer when the collection held fewer than k; two empty
+    /// answers agree fully.
     pub(crate) fn verified(&self, cached: &[String], fresh: &[String], k: usize) {
         let common = cached.iter().filter(|id| fresh.contains(id)).count();
         let same = common == cached.len() && common == fresh.len();
         if same { &self.same } else { &self.different }.inc();
-        self.overlap.observe(common as f64 / k.max(1) as f64);
+        let out_of = k.min(cached.len().max(fresh.len()));
+        self.overlap.observe(if out_of == 0 {
+            1.0
+        } else {
+            common as f64 / out_of as f64
+        });
     }
 
     /// Verifications so far: (same, different).

@@ -642,3 +642,19 @@ fn a_verification_is_same_only_for_the_same_id_set() {
     metrics.verified(&ids(&["a", "b"]), &ids(&["a", "b", "c"]), 3);
     assert_eq!(metrics.verifications(), (1, 2));
 }
+
+#[test]
+fn overlap_is_out_of_k_or_the_longer_answer_and_empty_answers_agree() {
+    let families = families();
+    let metrics = families.semantic(CacheName::Similarity);
+    let ids = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    metrics.verified(&[], &[], 5);
+    metrics.verified(&ids(&["a", "b"]), &ids(&["a", "c"]), 5);
+    let mut registry = Registry::default();
+    registry.register("o", "o", metrics.overlap.clone());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    // 1.0 (both empty) + 0.5 (one of two in common).
+    assert!(text.contains("o_sum 1.5"), "{text}");
+    assert_eq!(metrics.verifications(), (1, 1));
+}

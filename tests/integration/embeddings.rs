@@ -7,7 +7,9 @@ use llm_cache_exporter::{App, Config};
 use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{ChromaServer, RedisServer};
+use crate::helpers::{
+    metric_value, spawn_app_with_config, ChromaServer, EmbeddingsServer, RedisServer,
+};
 
 /// `--once` with the openai provider pointed at `server`.
 async fn once(server: &MockServer, extra: &str) -> serde_json::Value {
@@ -119,4 +121,69 @@ async fn a_garbage_answer_is_a_protocol_error() {
         .mount(&server)
         .await;
     assert_eq!(query_error_kind(&once(&server, "").await), "protocol");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_provider_against_a_real_model_server() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let model = EmbeddingsServer::start();
+    let config = format!(
+        "{}[workload]\nrate = 40.0\n[workload.mix]\nget_chat_history = 0.1\nstore_chat_entry = 0.1\n\
+         query_similar_memories = 0.5\nstore_memory = 0.3\n",
+        model.config()
+    );
+    let (app, _dir) = spawn_app_with_config(&redis, &chroma, &config).await;
+    app.wait_backends_up().await;
+    app.wait_for_at_least(
+        r#"llmcache_operation_duration_seconds_count{operation="store_memory",outcome="success"}"#,
+        5.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    let text = app.metrics().await;
+    let value = |series: &str| metric_value(&text, series).unwrap_or(0.0);
+    assert_eq!(value(r#"llmcache_backend_up{backend="embeddings"}"#), 1.0);
+    assert!(
+        value(
+            r#"llmcache_backend_request_duration_seconds_count{backend="embeddings",request="embed"}"#
+        ) >= 5.0
+    );
+    let errors: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("llmcache_operation_errors_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(errors, 0.0, "{text}");
+    let (_, health) = app.health().await;
+    let details = health["embeddings"]["details"].as_str().unwrap();
+    assert!(
+        details.contains("wordllama-l2-supercat-256") && details.contains("256 dimensions"),
+        "{details}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantic_mode_with_a_real_model_hits_and_measures_its_precision() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let model = EmbeddingsServer::start();
+    let config = format!(
+        "{}[cache.similarity]\nmode = \"semantic\"\ndistance_threshold = 0.4\nverify_fraction = 1.0\n\
+         [workload]\nrate = 80.0\n[workload.mix]\nget_chat_history = 0.05\nstore_chat_entry = 0.05\n\
+         query_similar_memories = 0.85\nstore_memory = 0.05\n",
+        model.config()
+    );
+    let (app, _dir) = spawn_app_with_config(&redis, &chroma, &config).await;
+    let text = crate::vectors::semantic_hits_verified_both_ways(&app).await;
+    assert!(
+        metric_value(
+            &text,
+            r#"llmcache_cache_semantic_distance_count{cache="similarity"}"#
+        )
+        .unwrap()
+            >= 20.0
+    );
+    app.stop().await;
 }

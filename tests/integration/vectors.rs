@@ -204,7 +204,7 @@ fn semantic(threshold: f64) -> String {
 }
 
 /// Waits for semantic hits and both kinds of verification.
-async fn semantic_hits_verified_both_ways(app: &TestApp) -> String {
+pub async fn semantic_hits_verified_both_ways(app: &TestApp) -> String {
     poll("semantic hits, verified same and different", Duration::from_secs(90), || async {
         let text = app.metrics().await;
         let value = |series: &str| metric_value(&text, series).unwrap_or(0.0);
