@@ -108,3 +108,41 @@ impl BenchSemanticIndex {
         self.0.nearest(query).ok().flatten().map(|(_, d)| d)
     }
 }
+
+/// The chat-history cache exactly as the daemon builds it, for the memory
+/// accounting bench.
+pub struct BenchChatCache(InstrumentedCache<crate::cache::ChatHistory>);
+
+impl BenchChatCache {
+    /// An instrumented chat-history cache of `capacity` bytes, one-hour TTL.
+    pub fn new(capacity: u64) -> Self {
+        let families = CacheFamilies::register(&mut Registry::default());
+        Self(InstrumentedCache::new(
+            CacheName::ChatHistory,
+            Duration::from_secs(3600),
+            capacity,
+            Freshness::per_key(),
+            families.for_cache(CacheName::ChatHistory),
+        ))
+    }
+
+    /// Caches `history` under `key` (a miss that loads it).
+    pub async fn insert(&self, key: &str, history: Vec<String>) {
+        let history: crate::cache::ChatHistory = history.into();
+        let _ = self
+            .0
+            .get_or_load(key, || async { Ok::<_, Arc<str>>(history.clone()) })
+            .await;
+    }
+
+    /// Runs moka's maintenance; returns the bytes the cache accounts for
+    /// (what `llmcache_memory_pool_used_bytes` sums).
+    pub async fn accounted(&self) -> u64 {
+        self.0.maintain().await
+    }
+
+    /// Entries held.
+    pub fn entries(&self) -> u64 {
+        self.0.metrics().entries.get() as u64
+    }
+}

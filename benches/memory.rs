@@ -1,0 +1,99 @@
+//! What a cache entry really costs on the heap, against what the cache
+//! accounts for it (`llmcache_memory_pool_used_bytes`): a counting allocator
+//! measures the heap while a chat-history cache, built as the daemon builds
+//! it, fills to its capacity with entries of about 100 B and about 10 KB.
+//!
+//! cargo bench --features bench --bench memory
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use llm_cache_exporter::bench::BenchChatCache;
+
+/// Bytes glibc's malloc takes for a request of `size`: the request plus an
+/// 8-byte header, rounded up to 16, at least 32.
+fn chunk(size: usize) -> i64 {
+    (((size + 8 + 15) & !15).max(32)) as i64
+}
+
+/// Counts live heap bytes as glibc's chunks.
+struct Counting;
+
+static HEAP: AtomicI64 = AtomicI64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HEAP.fetch_add(chunk(layout.size()), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        HEAP.fetch_add(chunk(layout.size()), Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HEAP.fetch_sub(chunk(layout.size()), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HEAP.fetch_add(chunk(new_size) - chunk(layout.size()), Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const CAPACITY: u64 = 32 << 20;
+
+/// A history of `entries` chat entries of `len` bytes each.
+fn history(entries: usize, len: usize, seed: usize) -> Vec<String> {
+    (0..entries)
+        .map(|i| format!("{:0>len$}", seed * 1000 + i, len = len))
+        .collect()
+}
+
+fn fill(entries: usize, len: usize) -> (u64, f64, f64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cache = BenchChatCache::new(CAPACITY);
+        let before = HEAP.load(Ordering::Relaxed);
+        let mut n = 0;
+        // Until the cache is full (accounted within 1 % of capacity) or
+        // evicting: every entry inserted, then maintenance.
+        loop {
+            for _ in 0..1000 {
+                cache
+                    .insert(&format!("llmcache:probe:chat:{{{n}}}"), history(entries, len, n))
+                    .await;
+                n += 1;
+            }
+            let accounted = cache.accounted().await;
+            if accounted * 100 >= CAPACITY * 99 || cache.entries() < n as u64 {
+                break;
+            }
+        }
+        let accounted = cache.accounted().await as f64;
+        let heap = (HEAP.load(Ordering::Relaxed) - before) as f64;
+        (cache.entries(), accounted, heap)
+    })
+}
+
+fn main() {
+    println!("Chat-history cache filled to {} MiB: heap growth (glibc chunks) vs accounted bytes", CAPACITY >> 20);
+    println!("  entry                        entries   accounted MiB   heap MiB   accounted/heap   heap B/entry");
+    for (name, entries, len) in [("~100 B (1 x 100 B)", 1, 100), ("~10 KB (50 x 200 B)", 50, 200)] {
+        let (held, accounted, heap) = fill(entries, len);
+        println!(
+            "  {name:<26} {held:>9}   {:>13.2}   {:>8.2}   {:>14.2}   {:>12.0}",
+            accounted / 1048576.0,
+            heap / 1048576.0,
+            accounted / heap,
+            heap / held as f64,
+        );
+    }
+}
