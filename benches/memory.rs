@@ -68,7 +68,10 @@ fn fill(entries: usize, len: usize) -> (u64, f64, f64) {
         loop {
             for _ in 0..1000 {
                 cache
-                    .insert(&format!("llmcache:probe:chat:{{{n}}}"), history(entries, len, n))
+                    .insert(
+                        &format!("llmcache:probe:chat:{{{n}}}"),
+                        history(entries, len, n),
+                    )
                     .await;
                 n += 1;
             }
@@ -84,9 +87,15 @@ fn fill(entries: usize, len: usize) -> (u64, f64, f64) {
 }
 
 fn main() {
-    println!("Chat-history cache filled to {} MiB: heap growth (glibc chunks) vs accounted bytes", CAPACITY >> 20);
+    println!(
+        "Chat-history cache filled to {} MiB: heap growth (glibc chunks) vs accounted bytes",
+        CAPACITY >> 20
+    );
     println!("  entry                        entries   accounted MiB   heap MiB   accounted/heap   heap B/entry");
-    for (name, entries, len) in [("~100 B (1 x 100 B)", 1, 100), ("~10 KB (50 x 200 B)", 50, 200)] {
+    for (name, entries, len) in [
+        ("~100 B (1 x 100 B)", 1, 100),
+        ("~10 KB (50 x 200 B)", 50, 200),
+    ] {
         let (held, accounted, heap) = fill(entries, len);
         println!(
             "  {name:<26} {held:>9}   {:>13.2}   {:>8.2}   {:>14.2}   {:>12.0}",
