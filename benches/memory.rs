@@ -8,7 +8,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use llm_cache_exporter::bench::BenchChatCache;
+use std::sync::Arc;
+
+use llm_cache_exporter::bench::{BenchCache, BenchChatCache};
 
 /// Bytes glibc's malloc takes for a request of `size`: the request plus an
 /// 8-byte header, rounded up to 16, at least 32.
@@ -51,7 +53,12 @@ const CAPACITY: u64 = 32 << 20;
 /// A history of `entries` chat entries of `len` bytes each.
 fn history(entries: usize, len: usize, seed: usize) -> Vec<String> {
     (0..entries)
-        .map(|i| format!("{:0>len$}", seed * 1000 + i, len = len))
+        .map(|i| {
+            // As Redis replies arrive: exactly as long as they are.
+            let mut entry = format!("{:0>len$}", seed * 1000 + i, len = len);
+            entry.shrink_to_fit();
+            entry
+        })
         .collect()
 }
 
@@ -86,17 +93,53 @@ fn fill(entries: usize, len: usize) -> (u64, f64, f64) {
     })
 }
 
+/// The embeddings cache filled with 256-dimension vectors.
+fn fill_embeddings() -> (u64, f64, f64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cache = BenchCache::new(CAPACITY);
+        let before = HEAP.load(Ordering::Relaxed);
+        let mut n = 0usize;
+        loop {
+            for _ in 0..1000 {
+                let vector: Arc<[f32]> = (0..256).map(|i| (n + i) as f32).collect();
+                cache
+                    .get_or_load(
+                        &format!("what is the capital of country number {n}"),
+                        &vector,
+                    )
+                    .await;
+                n += 1;
+            }
+            let accounted = cache.accounted().await;
+            if accounted * 100 >= CAPACITY * 99 || cache.entries() < n as u64 {
+                break;
+            }
+        }
+        let accounted = cache.accounted().await as f64;
+        let heap = (HEAP.load(Ordering::Relaxed) - before) as f64;
+        (cache.entries(), accounted, heap)
+    })
+}
+
 fn main() {
     println!(
-        "Chat-history cache filled to {} MiB: heap growth (glibc chunks) vs accounted bytes",
+        "A cache filled to {} MiB: heap growth (glibc chunks) vs the bytes it accounts for",
         CAPACITY >> 20
     );
     println!("  entry                        entries   accounted MiB   heap MiB   accounted/heap   heap B/entry");
-    for (name, entries, len) in [
-        ("~100 B (1 x 100 B)", 1, 100),
-        ("~10 KB (50 x 200 B)", 50, 200),
-    ] {
-        let (held, accounted, heap) = fill(entries, len);
+    let rows = [
+        ("chat history ~100 B", Some((1, 100))),
+        ("chat history ~10 KB", Some((50, 200))),
+        ("embedding 256 x f32", None),
+    ];
+    for (name, shape) in rows {
+        let (held, accounted, heap) = match shape {
+            Some((entries, len)) => fill(entries, len),
+            None => fill_embeddings(),
+        };
         println!(
             "  {name:<26} {held:>9}   {:>13.2}   {:>8.2}   {:>14.2}   {:>12.0}",
             accounted / 1048576.0,

@@ -40,9 +40,19 @@ impl BenchCache {
         self.0.maintain().await;
     }
 
+    /// Runs moka's maintenance; returns the bytes the cache accounts for.
+    pub async fn accounted(&self) -> u64 {
+        self.0.maintain().await
+    }
+
+    /// Entries held.
+    pub fn entries(&self) -> u64 {
+        self.0.metrics().entries.get() as u64
+    }
+
     /// The weight the daemon's weigher gives `key` with `value`.
     pub fn weight(key: &str, value: &Arc<[f32]>) -> u64 {
-        (crate::cache::ENTRY_OVERHEAD + key.len() + crate::cache::Weigh::weight(value)) as u64
+        crate::cache::weigh_entry(key, value)
     }
 }
 

@@ -23,14 +23,32 @@ use moka::future::Cache;
 use super::metrics::{CacheMetrics, CacheName, SemanticMetrics};
 use super::semantic::{DimensionMismatch, SemanticIndex};
 
-/// Estimated bytes moka and this module spend per entry beyond key and value:
-/// moka's node, its deque and timer-wheel links, the hash table slot, and
-/// the stamp. An estimate, kept deliberately on the high side.
-pub(crate) const ENTRY_OVERHEAD: usize = 160;
+/// Heap bytes moka and this module spend per entry beyond the key and the
+/// value: moka's entry, its deque and timer-wheel nodes, its hash table's
+/// share (which grows in powers of two), and the stamp. Measured with a
+/// counting allocator by `cargo bench --features bench --bench memory`.
+pub(crate) const ENTRY_OVERHEAD: usize = 400;
+
+/// Heap bytes glibc's malloc takes for a request of `size` bytes: the request
+/// and an 8-byte header, rounded up to 16, at least 32.
+pub(crate) const fn heap(size: usize) -> usize {
+    if size == 0 {
+        0
+    } else if size + 8 <= 32 {
+        32
+    } else {
+        (size + 8 + 15) & !15
+    }
+}
+
+/// What a key costs: moka keeps it in an `Arc<String>`.
+fn key_cost(key: &str) -> usize {
+    heap(16 + 24) + heap(key.len())
+}
 
 /// How many bytes a value holds, for the weigher.
 pub(crate) trait Weigh {
-    /// Heap and inline bytes of the value.
+    /// The heap bytes the value owns, as malloc takes them ([`heap`]).
     fn weight(&self) -> usize;
 }
 
@@ -198,8 +216,14 @@ pub(crate) struct InstrumentedCache<V> {
     semantic: Option<Semantic>,
 }
 
+/// The weight of `key` holding `value`, as the weigher sees it.
+#[cfg(feature = "bench")]
+pub(crate) fn weigh_entry<V: Weigh>(key: &str, value: &V) -> u64 {
+    (ENTRY_OVERHEAD + key_cost(key) + value.weight()) as u64
+}
+
 fn weigh<V: Weigh>(key: &str, value: &Stamped<V>) -> u64 {
-    (ENTRY_OVERHEAD + key.len() + value.value.weight()) as u64
+    (ENTRY_OVERHEAD + key_cost(key) + value.value.weight()) as u64
 }
 
 impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {

@@ -40,8 +40,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "bench")]
-pub(crate) use instrumented::{bare_moka, Stamped, ENTRY_OVERHEAD};
-pub(crate) use instrumented::{Freshness, InstrumentedCache, Lookup, Semantic, Weigh};
+pub(crate) use instrumented::{bare_moka, weigh_entry, Stamped};
+pub(crate) use instrumented::{heap, Freshness, InstrumentedCache, Lookup, Semantic, Weigh};
 pub(crate) use metrics::{CacheFamilies, CacheName};
 pub(crate) use semantic::{DimensionMismatch, SemanticIndex};
 
@@ -57,13 +57,13 @@ pub(crate) type Embedding = Arc<[f32]>;
 
 impl Weigh for Arc<[String]> {
     fn weight(&self) -> usize {
-        16 + self.iter().map(|s| 24 + s.len()).sum::<usize>()
+        heap(16 + 24 * self.len()) + self.iter().map(|s| heap(s.capacity())).sum::<usize>()
     }
 }
 
 impl Weigh for Arc<[f32]> {
     fn weight(&self) -> usize {
-        16 + self.len() * 4
+        heap(16 + 4 * self.len())
     }
 }
 

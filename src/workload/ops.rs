@@ -14,7 +14,7 @@ use super::recall::recall;
 use crate::backends::chroma::{ChromaBackend, QueryHits};
 use crate::backends::redis::RedisBackend;
 use crate::backends::{BackendError, ErrorKind};
-use crate::cache::{CacheManager, ChatHistory, DimensionMismatch, Embedding, Lookup, Weigh};
+use crate::cache::{heap, CacheManager, ChatHistory, DimensionMismatch, Embedding, Lookup, Weigh};
 use crate::config::Config;
 use crate::embeddings::Embedder;
 use crate::metrics::label_values;
@@ -72,13 +72,18 @@ pub(crate) type Caches = CacheManager<Similar>;
 
 impl Weigh for Similar {
     fn weight(&self) -> usize {
-        let ids: usize = self.ids.iter().map(|s| 24 + s.len()).sum();
+        let ids: usize = self.ids.iter().map(|s| heap(s.capacity())).sum();
         let documents: usize = self
             .documents
             .iter()
-            .map(|d| 24 + d.as_ref().map_or(0, String::len))
+            .map(|d| d.as_ref().map_or(0, |d| heap(d.capacity())))
             .sum();
-        16 + 72 + ids + documents + self.distances.len() * 8
+        heap(16 + std::mem::size_of::<QueryHits>())
+            + heap(24 * self.ids.capacity())
+            + ids
+            + heap(24 * self.documents.capacity())
+            + documents
+            + heap(8 * self.distances.capacity())
     }
 }
 
