@@ -123,8 +123,8 @@ impl CacheFamilies {
         for cache in CacheName::ALL {
             families.for_cache(*cache);
         }
-        // Only the similarity cache matches semantically.
-        families.semantic(CacheName::Similarity);
+        // The semantic series exist only in semantic mode: the similarity
+        // cache creates them (`CacheFamilies::semantic`) when it is built so.
         registry.register(
             "cache_requests",
             "Cache lookups, one per caller",

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# What the canary costs, against real Redis and Chroma it starts itself:
+#   - idle cost at the default configuration (20 operations/s): CPU ms per
+#     second, CPU µs per operation, RSS;
+#   - CPU µs per operation at 1,000 operations/s;
+#   - /metrics: bytes and series per scrape at the default configuration.
+# Beside each CPU figure, the same run's redis-server CPU over the same
+# window: what serving the canary cost Redis.
+#
+#   scripts/bench-cost.sh               # 60 s idle window, 30 s busy window
+#   IDLE_SECONDS=20 BUSY_SECONDS=10 scripts/bench-cost.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+IDLE="${IDLE_SECONDS:-60}"
+BUSY="${BUSY_SECONDS:-30}"
+apt_ensure redis-server:redis-server curl:curl
+chroma_ensure
+cargo build --release --locked --quiet
+BIN="$REPO_ROOT/target/release/llm-cache-exporter"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+REDIS_PORT="$(free_port)" CHROMA_PORT="$(free_port)"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
+  --logfile "$WORK/redis.log" &
+REDIS_PID=$!
+PIDS+=($REDIS_PID)
+(chroma_run "$CHROMA_PORT" "$WORK/chroma" >"$WORK/chroma.log" 2>&1) &
+PIDS+=($!)
+wait_port "$REDIS_PORT" redis-server
+wait_port "$CHROMA_PORT" chroma
+
+# cpu_ticks PID: user + system clock ticks so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+scheduled() {
+  curl -s "http://127.0.0.1:$1/metrics" | awk '/^llmcache_workload_scheduled_total / {print $2}'
+}
+HZ="$(getconf CLK_TCK)"
+
+# run RATE SECONDS NAME: prints "cpu_ms_per_s us_per_op rss_mib redis_cpu_ms_per_s"
+run() {
+  local port pid t0 t1 r0 r1 s0 s1
+  port="$(free_port)"
+  "$BIN" --web.listen-address "127.0.0.1:$port" --redis.url "redis://127.0.0.1:$REDIS_PORT" \
+    --chroma.url "http://127.0.0.1:$CHROMA_PORT" --log.level warn \
+    ${1:+--config.file "$WORK/rate.toml"} >"$WORK/daemon.log" 2>&1 &
+  pid=$!
+  wait_port "$port" exporter
+  sleep 10 # warm up: the caches fill, the collection exists
+  s0="$(scheduled "$port")"; t0="$(cpu_ticks "$pid")"; r0="$(cpu_ticks "$REDIS_PID")"
+  sleep "$2"
+  s1="$(scheduled "$port")"; t1="$(cpu_ticks "$pid")"; r1="$(cpu_ticks "$REDIS_PID")"
+  curl -s "http://127.0.0.1:$port/metrics" >"$WORK/metrics.txt"
+  local rss
+  rss="$(rss_kib "$pid")"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  python3 - "$t0" "$t1" "$r0" "$r1" "$s0" "$s1" "$2" "$HZ" "$rss" <<'PY'
+import sys
+t0, t1, r0, r1, s0, s1, secs, hz, rss = map(float, sys.argv[1:])
+cpu_s = (t1 - t0) / hz
+ops = s1 - s0
+print(f"{cpu_s * 1000 / secs:.2f} {cpu_s * 1e6 / ops if ops else float('nan'):.1f} {rss / 1024:.1f} {(r1 - r0) / hz * 1000 / secs:.2f} {ops / secs:.1f}")
+PY
+}
+
+echo "==> defaults (20 operations/s), ${IDLE} s"
+read -r cpu us rss redis ops < <(run "" "$IDLE")
+bytes="$(wc -c <"$WORK/metrics.txt")"
+series="$(grep -cv '^#' "$WORK/metrics.txt")"
+echo "==> 1,000 operations/s, ${BUSY} s"
+printf '[workload]\nrate = 1000.0\n' >"$WORK/rate.toml"
+read -r bcpu bus brss bredis bops < <(run "x" "$BUSY")
+
+cat <<TABLE
+
+| configuration | ops/s | exporter CPU | CPU per operation | RSS | redis-server CPU (same window) | exporter / redis |
+|---|---|---|---|---|---|---|
+| defaults | $ops | $cpu ms/s | $us µs | $rss MiB | $redis ms/s | $(python3 -c "print(f'{$cpu / $redis:.2f}x' if $redis else 'n/a')") |
+| rate 1,000/s | $bops | $bcpu ms/s | $bus µs | $brss MiB | $bredis ms/s | $(python3 -c "print(f'{$bcpu / $bredis:.2f}x' if $bredis else 'n/a')") |
+
+/metrics at the defaults: $bytes bytes, $series series per scrape.
+TABLE
