@@ -225,9 +225,9 @@ async fn a_stalled_redis_shows_as_timeouts_skips_and_latency_then_recovers() {
     let errors = count(&text, "get_chat_history", "error");
     let fast = series(
         &text,
-        r#"llmcache_operation_duration_seconds_bucket{operation="get_chat_history",outcome="error",le="0.2"}"#,
+        r#"llmcache_operation_duration_seconds_bucket{operation="get_chat_history",outcome="error",le="0.25"}"#,
     );
-    assert!(errors - fast > 5.0, "{errors} errors, {fast} under 200 ms");
+    assert!(errors - fast > 5.0, "{errors} errors, {fast} under 250 ms");
     assert_eq!(
         app.series(r#"llmcache_backend_up{backend="redis"}"#).await,
         0.0

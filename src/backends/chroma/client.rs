@@ -82,6 +82,38 @@ struct ErrorBody {
     message: String,
 }
 
+/// A request body, serialized straight from borrowed data: an embedding is
+/// written as it is, never built into a `serde_json::Value` tree of numbers.
+fn json<T: Serialize>(body: &T) -> Result<Vec<u8>, BackendError> {
+    serde_json::to_vec(body).map_err(|err| {
+        chroma_error(
+            ErrorKind::Validation,
+            format!("cannot encode the request: {err}"),
+        )
+    })
+}
+
+#[derive(Serialize)]
+struct AddBody<'a> {
+    ids: &'a [String],
+    embeddings: &'a [Vec<f32>],
+    documents: &'a [String],
+}
+
+#[derive(Serialize)]
+struct QueryBody<'a> {
+    query_embeddings: [&'a [f32]; 1],
+    n_results: usize,
+    include: [&'static str; 2],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ids: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct DeleteBody<'a> {
+    ids: &'a [String],
+}
+
 #[derive(Serialize)]
 struct CreateCollection<'a> {
     name: &'a str,
@@ -196,12 +228,11 @@ impl ChromaClient {
         name: &str,
         metadata: serde_json::Value,
     ) -> Result<Collection, BackendError> {
-        let body = serde_json::to_value(CreateCollection {
+        let body = json(&CreateCollection {
             name,
             metadata,
             get_or_create: true,
-        })
-        .map_err(|err| chroma_error(ErrorKind::Protocol, err.to_string()))?;
+        })?;
         let url = self.collections_url.clone();
         self.call(
             ChromaRequest::CreateCollection,
@@ -228,8 +259,11 @@ impl ChromaClient {
         embeddings: &[Vec<f32>],
         documents: &[String],
     ) -> Result<(), BackendError> {
-        let body =
-            serde_json::json!({ "ids": ids, "embeddings": embeddings, "documents": documents });
+        let body = json(&AddBody {
+            ids,
+            embeddings,
+            documents,
+        })?;
         let url = self.collection_url(id, "add")?;
         self.call::<serde_json::Value>(ChromaRequest::Add, Method::POST, url, Some(body))
             .await
@@ -254,14 +288,12 @@ impl ChromaClient {
         n_results: usize,
         among: Option<&[String]>,
     ) -> Result<QueryHits, BackendError> {
-        let mut body = serde_json::json!({
-            "query_embeddings": [embedding],
-            "n_results": n_results,
-            "include": ["documents", "distances"],
-        });
-        if let Some(ids) = among {
-            body["ids"] = serde_json::json!(ids);
-        }
+        let body = json(&QueryBody {
+            query_embeddings: [embedding],
+            n_results,
+            include: ["documents", "distances"],
+            ids: among,
+        })?;
         let url = self.collection_url(id, "query")?;
         let response: QueryResponse = self
             .call(ChromaRequest::Query, Method::POST, url, Some(body))
@@ -282,7 +314,7 @@ impl ChromaClient {
 
     /// Deletes records by id from the collection with UUID `id`.
     pub(crate) async fn delete(&self, id: &str, ids: &[String]) -> Result<(), BackendError> {
-        let body = serde_json::json!({ "ids": ids });
+        let body = json(&DeleteBody { ids })?;
         let url = self.collection_url(id, "delete")?;
         self.call::<serde_json::Value>(ChromaRequest::Delete, Method::POST, url, Some(body))
             .await
@@ -304,7 +336,7 @@ impl ChromaClient {
         request: ChromaRequest,
         method: Method,
         url: Url,
-        body: Option<serde_json::Value>,
+        body: Option<Vec<u8>>,
     ) -> Result<T, BackendError> {
         let start = Instant::now();
         let result = self.send(method, url, body).await;
@@ -316,11 +348,13 @@ impl ChromaClient {
         &self,
         method: Method,
         url: Url,
-        body: Option<serde_json::Value>,
+        body: Option<Vec<u8>>,
     ) -> Result<T, BackendError> {
         let mut builder = self.http.request(method, url);
         if let Some(body) = body {
-            builder = builder.json(&body);
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
         let response = builder.send().await.map_err(from_reqwest)?;
         let status = response.status();
