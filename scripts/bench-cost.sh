@@ -23,7 +23,9 @@ BIN="$REPO_ROOT/target/release/llm-cache-exporter"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Newest first: the exporter cleans up in Redis and Chroma before they stop.
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
