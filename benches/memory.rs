@@ -62,55 +62,60 @@ fn history(entries: usize, len: usize, seed: usize) -> Vec<String> {
         .collect()
 }
 
-fn fill(entries: usize, len: usize) -> (u64, f64, f64) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let cache = BenchChatCache::new(CAPACITY);
-        let before = HEAP.load(Ordering::Relaxed);
-        let mut n = 0;
-        // Until the cache is full (accounted within 1 % of capacity) or
-        // evicting: every entry inserted, then maintenance.
-        loop {
-            for _ in 0..1000 {
-                cache
-                    .insert(
-                        &format!("llmcache:probe:chat:{{{n}}}"),
-                        history(entries, len, n),
-                    )
-                    .await;
-                n += 1;
-            }
-            let accounted = cache.accounted().await;
-            if accounted * 100 >= CAPACITY * 99 || cache.entries() < n as u64 {
-                break;
-            }
-        }
-        let accounted = cache.accounted().await as f64;
-        let heap = (HEAP.load(Ordering::Relaxed) - before) as f64;
-        (cache.entries(), accounted, heap)
-    })
+/// Builds the cache to fill.
+type MakeCache = fn() -> Cache;
+
+/// A cache as the daemon builds it, and what to fill it with.
+enum Cache {
+    /// Chat histories of `entries` entries of `len` bytes.
+    Chat(BenchChatCache, usize, usize),
+    /// 256-dimension embeddings.
+    Embeddings(BenchCache),
 }
 
-/// The embeddings cache filled with 256-dimension vectors.
-fn fill_embeddings() -> (u64, f64, f64) {
+impl Cache {
+    async fn insert(&self, n: usize) {
+        match self {
+            Self::Chat(cache, entries, len) => {
+                let key = format!("llmcache:probe:chat:{{{n}}}");
+                cache.insert(&key, history(*entries, *len, n)).await;
+            }
+            Self::Embeddings(cache) => {
+                let vector: Arc<[f32]> = (0..256).map(|i| (n + i) as f32).collect();
+                let key = format!("what is the capital of country number {n}");
+                cache.get_or_load(&key, &vector).await;
+            }
+        }
+    }
+
+    async fn accounted(&self) -> u64 {
+        match self {
+            Self::Chat(cache, ..) => cache.accounted().await,
+            Self::Embeddings(cache) => cache.accounted().await,
+        }
+    }
+
+    fn entries(&self) -> u64 {
+        match self {
+            Self::Chat(cache, ..) => cache.entries(),
+            Self::Embeddings(cache) => cache.entries(),
+        }
+    }
+}
+
+/// Fills `cache` until it holds its capacity (accounted within 1 %) or
+/// starts evicting; returns entries held, bytes accounted, heap growth.
+fn fill(cache: impl FnOnce() -> Cache) -> (u64, f64, f64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let cache = BenchCache::new(CAPACITY);
+        let cache = cache();
         let before = HEAP.load(Ordering::Relaxed);
-        let mut n = 0usize;
+        let mut n = 0;
         loop {
             for _ in 0..1000 {
-                let vector: Arc<[f32]> = (0..256).map(|i| (n + i) as f32).collect();
-                cache
-                    .get_or_load(
-                        &format!("what is the capital of country number {n}"),
-                        &vector,
-                    )
-                    .await;
+                cache.insert(n).await;
                 n += 1;
             }
             let accounted = cache.accounted().await;
@@ -130,16 +135,19 @@ fn main() {
         CAPACITY >> 20
     );
     println!("  entry                        entries   accounted MiB   heap MiB   accounted/heap   heap B/entry");
-    let rows = [
-        ("chat history ~100 B", Some((1, 100))),
-        ("chat history ~10 KB", Some((50, 200))),
-        ("embedding 256 x f32", None),
+    let rows: [(&str, MakeCache); 3] = [
+        ("chat history ~100 B", || {
+            Cache::Chat(BenchChatCache::new(CAPACITY), 1, 100)
+        }),
+        ("chat history ~10 KB", || {
+            Cache::Chat(BenchChatCache::new(CAPACITY), 50, 200)
+        }),
+        ("embedding 256 x f32", || {
+            Cache::Embeddings(BenchCache::new(CAPACITY))
+        }),
     ];
-    for (name, shape) in rows {
-        let (held, accounted, heap) = match shape {
-            Some((entries, len)) => fill(entries, len),
-            None => fill_embeddings(),
-        };
+    for (name, cache) in rows {
+        let (held, accounted, heap) = fill(cache);
         println!(
             "  {name:<26} {held:>9}   {:>13.2}   {:>8.2}   {:>14.2}   {:>12.0}",
             accounted / 1048576.0,

@@ -15,31 +15,7 @@ cd "$(dirname "$0")/.."
 
 IDLE="${IDLE_SECONDS:-60}"
 BUSY="${BUSY_SECONDS:-30}"
-apt_ensure redis-server:redis-server curl:curl
-chroma_ensure
-cargo build --release --locked --quiet
-BIN="$REPO_ROOT/target/release/llm-cache-exporter"
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  # Newest first: the exporter cleans up in Redis and Chroma before they stop.
-  local i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-REDIS_PORT="$(free_port)" CHROMA_PORT="$(free_port)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
-  --logfile "$WORK/redis.log" &
-REDIS_PID=$!
-PIDS+=($REDIS_PID)
-(chroma_run "$CHROMA_PORT" "$WORK/chroma" >"$WORK/chroma.log" 2>&1) &
-PIDS+=($!)
-wait_port "$REDIS_PORT" redis-server
-wait_port "$CHROMA_PORT" chroma
+bench_stores
 
 # cpu_ticks PID: user + system clock ticks so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -53,11 +29,8 @@ HZ="$(getconf CLK_TCK)"
 run() {
   local port pid t0 t1 r0 r1 s0 s1
   port="$(free_port)"
-  "$BIN" --web.listen-address "127.0.0.1:$port" --redis.url "redis://127.0.0.1:$REDIS_PORT" \
-    --chroma.url "http://127.0.0.1:$CHROMA_PORT" --log.level warn \
-    ${1:+--config.file "$WORK/rate.toml"} >"$WORK/daemon.log" 2>&1 &
-  pid=$!
-  wait_port "$port" exporter
+  bench_exporter "$port" ${1:+--config.file "$WORK/rate.toml"}
+  pid=$EXPORTER_PID
   sleep 10 # warm up: the caches fill, the collection exists
   s0="$(scheduled "$port")"; t0="$(cpu_ticks "$pid")"; r0="$(cpu_ticks "$REDIS_PID")"
   sleep "$2"

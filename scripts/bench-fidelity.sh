@@ -12,30 +12,9 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 WINDOW="${SECONDS_WINDOW:-30}"
-apt_ensure redis-server:redis-server redis-benchmark:redis-tools curl:curl
-chroma_ensure
-cargo build --release --locked --quiet
-BIN="$REPO_ROOT/target/release/llm-cache-exporter"
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  # Newest first: the exporter cleans up in Redis and Chroma before they stop.
-  local i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-REDIS_PORT="$(free_port)" CHROMA_PORT="$(free_port)" PORT="$(free_port)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
-  --logfile "$WORK/redis.log" &
-PIDS+=($!)
-(chroma_run "$CHROMA_PORT" "$WORK/chroma" >"$WORK/chroma.log" 2>&1) &
-PIDS+=($!)
-wait_port "$REDIS_PORT" redis-server
-wait_port "$CHROMA_PORT" chroma
+apt_ensure redis-benchmark:redis-tools
+bench_stores
+PORT="$(free_port)"
 
 cat >"$WORK/config.toml" <<TOML
 [cache]
@@ -49,11 +28,7 @@ store_chat_entry = 0.1
 query_similar_memories = 0
 store_memory = 0
 TOML
-"$BIN" --config.file "$WORK/config.toml" --web.listen-address "127.0.0.1:$PORT" \
-  --redis.url "redis://127.0.0.1:$REDIS_PORT" --chroma.url "http://127.0.0.1:$CHROMA_PORT" \
-  --log.level warn &
-PIDS+=($!)
-wait_port "$PORT" exporter
+bench_exporter "$PORT" --config.file "$WORK/config.toml"
 sleep 5
 KEY="$(redis-cli -p "$REDIS_PORT" --scan --pattern 'llmcache:probe:chat:*' | head -1)"
 LEN="$(redis-cli -p "$REDIS_PORT" llen "$KEY")"

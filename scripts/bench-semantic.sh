@@ -31,31 +31,8 @@ done
 THRESHOLDS="0.02 0.05 0.1 0.15 0.2 0.3 0.4"
 PER_POINT="${SECONDS_PER_POINT:-15}"
 
-apt_ensure redis-server:redis-server curl:curl
-chroma_ensure
+bench_stores
 [ -n "$URL" ] || wordllama_ensure
-cargo build --release --locked --quiet
-BIN="$REPO_ROOT/target/release/llm-cache-exporter"
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  # Newest first: the exporter cleans up in Redis and Chroma before they stop.
-  local i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-REDIS_PORT="$(free_port)" CHROMA_PORT="$(free_port)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
-  --logfile "$WORK/redis.log" &
-PIDS+=($!)
-(chroma_run "$CHROMA_PORT" "$WORK/chroma" >"$WORK/chroma.log" 2>&1) &
-PIDS+=($!)
-wait_port "$REDIS_PORT" redis-server
-wait_port "$CHROMA_PORT" chroma
 
 MODEL_TABLE=""
 if [ -z "$URL" ]; then
@@ -92,11 +69,8 @@ store_chat_entry = 0.1
 query_similar_memories = 0.69
 store_memory = 0.01
 TOML
-  "$BIN" --config.file "$config" --web.listen-address "127.0.0.1:$port" \
-    --redis.url "redis://127.0.0.1:$REDIS_PORT" --chroma.url "http://127.0.0.1:$CHROMA_PORT" \
-    --log.level warn &
-  local pid=$!
-  wait_port "$port" exporter
+  bench_exporter "$port" --config.file "$config"
+  local pid=$EXPORTER_PID
   sleep "$PER_POINT"
   curl -s "http://127.0.0.1:$port/metrics" >"$WORK/metrics.txt"
   kill "$pid"

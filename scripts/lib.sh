@@ -96,3 +96,49 @@ redis_scratch() {
   PIDS+=($!)
   wait_port "$1" redis-server
 }
+
+# bench_stores starts, for a bench, a throwaway redis-server and Chroma on
+# free loopback ports (REDIS_PORT, REDIS_PID, CHROMA_PORT), their data in
+# WORK, and the release exporter as BIN. Whatever the bench adds to PIDS is
+# stopped on exit, newest first, so an exporter cleans up in Redis and
+# Chroma before they stop.
+bench_stores() {
+  apt_ensure redis-server:redis-server redis-cli:redis-tools curl:curl
+  chroma_ensure
+  cargo build --release --locked --quiet
+  BIN="$REPO_ROOT/target/release/llm-cache-exporter"
+  WORK="$(mktemp -d)"
+  PIDS=()
+  trap bench_stop EXIT INT TERM
+  REDIS_PORT="$(free_port)" CHROMA_PORT="$(free_port)"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
+    --logfile "$WORK/redis.log" &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  (chroma_run "$CHROMA_PORT" "$WORK/chroma" >"$WORK/chroma.log" 2>&1) &
+  PIDS+=($!)
+  wait_port "$REDIS_PORT" redis-server
+  wait_port "$CHROMA_PORT" chroma
+}
+
+# bench_exporter PORT [FLAGS...] starts the release exporter on PORT against
+# the bench's stores, its log in $WORK/exporter.log, as EXPORTER_PID, and
+# waits until it listens.
+bench_exporter() {
+  local port="$1"
+  shift
+  "$BIN" --web.listen-address "127.0.0.1:$port" --redis.url "redis://127.0.0.1:$REDIS_PORT" \
+    --chroma.url "http://127.0.0.1:$CHROMA_PORT" --log.level warn "$@" >>"$WORK/exporter.log" 2>&1 &
+  EXPORTER_PID=$!
+  PIDS+=("$EXPORTER_PID")
+  wait_port "$port" exporter
+}
+
+bench_stop() {
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[i]}" 2>/dev/null || true
+    wait "${PIDS[i]}" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
