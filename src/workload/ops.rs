@@ -170,9 +170,10 @@ pub(crate) struct Operations {
     /// The memories this run stored and has not trimmed, with their
     /// embeddings, for exact search.
     memories: Mutex<VecDeque<(String, Embedding)>>,
-    /// Odd while this run adds to or trims the collection, and bumped by
-    /// each: a recall check whose query overlapped a write is not counted.
-    writes: AtomicU64,
+    /// This run's adds to and trims of the collection: in flight now, and
+    /// finished so far. A recall check whose query overlapped one is not
+    /// counted.
+    writes: Writes,
     written: Written,
     metrics: WorkloadMetrics,
     recall_check_fraction: f64,
@@ -182,19 +183,40 @@ pub(crate) struct Operations {
     visibility_busy: Arc<AtomicBool>,
 }
 
-/// Marks a write to the collection as in progress, until dropped.
-struct Writing<'a>(&'a AtomicU64);
+/// Writes to the collection, concurrent ones included.
+#[derive(Default)]
+struct Writes {
+    in_flight: AtomicU64,
+    finished: AtomicU64,
+}
+
+impl Writes {
+    /// `Some(mark)` when no write is in flight; a later [`Self::quiet_since`]
+    /// with that mark says whether none started since.
+    fn quiet(&self) -> Option<u64> {
+        let finished = self.finished.load(Ordering::Acquire);
+        (self.in_flight.load(Ordering::Acquire) == 0).then_some(finished)
+    }
+
+    fn quiet_since(&self, mark: Option<u64>) -> bool {
+        mark.is_some() && self.quiet() == mark
+    }
+}
+
+/// Marks a write to the collection as in flight, until dropped.
+struct Writing<'a>(&'a Writes);
 
 impl<'a> Writing<'a> {
-    fn start(writes: &'a AtomicU64) -> Self {
-        writes.fetch_add(1, Ordering::AcqRel);
+    fn start(writes: &'a Writes) -> Self {
+        writes.in_flight.fetch_add(1, Ordering::AcqRel);
         Self(writes)
     }
 }
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.0.finished.fetch_add(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -222,7 +244,7 @@ impl Operations {
             run_id: fastrand::u64(..),
             next_memory: AtomicU64::new(0),
             memories: Mutex::new(VecDeque::new()),
-            writes: AtomicU64::new(0),
+            writes: Writes::default(),
             written: Written::new(config.workload.key_ttl),
             metrics,
             recall_check_fraction: config.workload.recall_check_fraction,
@@ -321,7 +343,7 @@ impl Operations {
             let hits = self.chroma.client().query(&id, &embedding, k).await?;
             Ok::<_, OpError>(Arc::new(hits))
         };
-        let writes = self.writes.load(Ordering::Acquire);
+        let quiet = self.writes.quiet();
         let (hits, lookup) = self
             .cache
             .similarity
@@ -329,7 +351,7 @@ impl Operations {
             .await?;
         match lookup {
             Lookup::SemanticHit => self.verify(&embedding, k, &hits),
-            Lookup::Miss if writes % 2 == 0 && self.writes.load(Ordering::Acquire) == writes => {
+            Lookup::Miss if self.writes.quiet_since(quiet) => {
                 self.check_recall(&embedding, &hits);
             }
             Lookup::Miss | Lookup::Hit => {}
@@ -527,5 +549,30 @@ mod tests {
         }
         assert_eq!(written.lock().len(), WRITTEN_CAP);
         assert!(!written.lost(&(WRITTEN_CAP + 5).to_string(), Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod writes_tests {
+    use super::*;
+
+    #[test]
+    fn a_check_is_quiet_only_if_no_write_overlapped_it() {
+        let writes = Writes::default();
+        let mark = writes.quiet();
+        assert!(writes.quiet_since(mark));
+        // Two writes at once, one finishing during the check.
+        let a = Writing::start(&writes);
+        assert_eq!(writes.quiet(), None);
+        let b = Writing::start(&writes);
+        drop(a);
+        assert!(!writes.quiet_since(mark), "b is still in flight");
+        drop(b);
+        assert!(
+            !writes.quiet_since(mark),
+            "two writes finished since the mark"
+        );
+        let mark = writes.quiet();
+        assert!(writes.quiet_since(mark));
     }
 }
