@@ -318,7 +318,10 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
             }
         }
         let value = self.load(&cache, key, floor, &load).await?;
-        semantic.index.insert(key, embedding);
+        // With caching off nothing is kept, so there is nothing to find.
+        if self.capacity.load(Ordering::Relaxed) > 0 {
+            semantic.index.insert(key, embedding);
+        }
         Ok((value, Lookup::Miss))
     }
 

@@ -658,3 +658,27 @@ fn overlap_is_out_of_k_or_the_longer_answer_and_empty_answers_agree() {
     assert!(text.contains("o_sum 1.5"), "{text}");
     assert_eq!(metrics.verifications(), (1, 1));
 }
+
+#[tokio::test]
+async fn with_caching_off_the_semantic_index_stays_empty() {
+    let families = families();
+    let cache: InstrumentedCache<Embedding> = InstrumentedCache::new(
+        CacheName::Similarity,
+        HOUR,
+        0,
+        Freshness::global(),
+        families.for_cache(CacheName::Similarity),
+    )
+    .with_semantic(Semantic {
+        index: SemanticIndex::new(100),
+        threshold: 0.5,
+        metrics: families.semantic(CacheName::Similarity),
+    });
+    for key in ["a", "b", "c"] {
+        assert_eq!(
+            near(&cache, key, &[1.0, 0.0]).await.unwrap().1,
+            Lookup::Miss
+        );
+    }
+    assert_eq!(cache.semantic().unwrap().index.len(), 0);
+}
