@@ -204,6 +204,14 @@ pub(crate) struct Semantic {
     pub(crate) metrics: SemanticMetrics,
 }
 
+/// A semantic lookup's query: the matching, the query's embedding, and how
+/// a dimension mismatch becomes the caller's error.
+struct Near<'a, E> {
+    semantic: &'a Semantic,
+    embedding: &'a [f32],
+    mismatch: fn(DimensionMismatch) -> E,
+}
+
 /// A named, instrumented, resizable cache of `String` keys.
 pub(crate) struct InstrumentedCache<V> {
     name: CacheName,
@@ -292,37 +300,12 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
         Fut: Future<Output = Result<V, E>>,
         E: Clone + Send + Sync + 'static + From<DimensionMismatch>,
     {
-        let Some(semantic) = &self.semantic else {
-            return self.get_or_load(key, load).await;
-        };
-        let cache = self.inner.load();
-        let floor = self.freshness.current(key);
-        self.metrics.requests.inc();
-        if let Some(value) = self.cached(&cache, key, floor).await {
-            self.metrics.hits.inc();
-            return Ok((value, Lookup::Hit));
-        }
-        if let Some((near, distance)) = semantic.index.nearest(embedding)? {
-            semantic.metrics.distance.observe(f64::from(distance));
-            if distance <= semantic.threshold {
-                let near_floor = self.freshness.current(&near);
-                match self.cached(&cache, &near, near_floor).await {
-                    Some(value) => {
-                        self.metrics.hits.inc();
-                        semantic.metrics.hits.inc();
-                        return Ok((value, Lookup::SemanticHit));
-                    }
-                    // Evicted, expired or stale since it was indexed.
-                    None => semantic.index.remove(&near),
-                }
-            }
-        }
-        let value = self.load(&cache, key, floor, &load).await?;
-        // With caching off nothing is kept, so there is nothing to find.
-        if self.capacity.load(Ordering::Relaxed) > 0 {
-            semantic.index.insert(key, embedding);
-        }
-        Ok((value, Lookup::Miss))
+        let near = self.semantic.as_ref().map(|semantic| Near {
+            semantic,
+            embedding,
+            mismatch: E::from,
+        });
+        self.lookup(key, near, load).await
     }
 
     /// The cached value for `key`, or the value `load` produces (cached unless
@@ -330,6 +313,22 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
     /// or miss for this caller. Concurrent misses on one key share one load; a
     /// failed load caches nothing and every caller sharing it gets the error.
     pub(crate) async fn get_or_load<F, Fut, E>(&self, key: &str, load: F) -> Result<(V, Lookup), E>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Clone + Send + Sync + 'static,
+    {
+        self.lookup(key, None, load).await
+    }
+
+    /// One lookup: `key`'s own entry, then (with `near`) its semantic
+    /// neighbour's, then `load`.
+    async fn lookup<F, Fut, E>(
+        &self,
+        key: &str,
+        near: Option<Near<'_, E>>,
+        load: F,
+    ) -> Result<(V, Lookup), E>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<V, E>>,
@@ -352,7 +351,24 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
                 lookup = Lookup::Hit;
                 Ok(value)
             }
-            None => self.load(&cache, key, floor, &load).await,
+            None => match self.neighbour(&cache, near.as_ref()).await {
+                Ok(Some(value)) => {
+                    self.metrics.hits.inc();
+                    lookup = Lookup::SemanticHit;
+                    Ok(value)
+                }
+                Ok(None) => {
+                    let loaded = self.load(&cache, key, floor, &load).await;
+                    // With caching off nothing is kept: nothing to find.
+                    if let (Ok(_), Some(near)) = (&loaded, &near) {
+                        if self.capacity.load(Ordering::Relaxed) > 0 {
+                            near.semantic.index.insert(key, near.embedding);
+                        }
+                    }
+                    loaded
+                }
+                Err(err) => Err(err),
+            },
         };
         if let Some(started) = started {
             tracing::debug!(
@@ -367,6 +383,39 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
             );
         }
         result.map(|value| (value, lookup))
+    }
+
+    /// The current value of the cached key nearest `near.embedding`, if it
+    /// lies within the threshold; a neighbour found gone is forgotten.
+    async fn neighbour<E>(
+        &self,
+        cache: &Cache<String, Stamped<V>>,
+        near: Option<&Near<'_, E>>,
+    ) -> Result<Option<V>, E> {
+        let Some(Near {
+            semantic,
+            embedding,
+            mismatch,
+        }) = near
+        else {
+            return Ok(None);
+        };
+        let Some((key, distance)) = semantic.index.nearest(embedding).map_err(mismatch)? else {
+            return Ok(None);
+        };
+        semantic.metrics.distance.observe(f64::from(distance));
+        if distance > semantic.threshold {
+            return Ok(None);
+        }
+        let value = self.cached(cache, &key, self.freshness.current(&key)).await;
+        match &value {
+            Some(_) => {
+                semantic.metrics.hits.inc();
+            }
+            // Evicted, expired or stale since it was indexed.
+            None => semantic.index.remove(&key),
+        }
+        Ok(value)
     }
 
     async fn load<F, Fut, E>(
