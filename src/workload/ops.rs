@@ -165,7 +165,9 @@ pub(crate) struct Operations {
     history_limit: i64,
     key_ttl_ms: u64,
     top_k: usize,
-    run_id: u64,
+    /// `mem-{run id}-`: this run's memory ids start with it, which tells
+    /// them from an earlier run's.
+    memory_prefix: String,
     next_memory: AtomicU64,
     /// The memories this run stored and has not trimmed, with their
     /// embeddings, for exact search.
@@ -241,7 +243,7 @@ impl Operations {
                 .unwrap_or(u64::MAX)
                 .max(1),
             top_k: config.workload.top_k,
-            run_id: fastrand::u64(..),
+            memory_prefix: format!("mem-{:016x}-", fastrand::u64(..)),
             next_memory: AtomicU64::new(0),
             memories: Mutex::new(VecDeque::new()),
             writes: Writes::default(),
@@ -359,11 +361,6 @@ impl Operations {
         Ok((hits, lookup))
     }
 
-    /// The prefix of this run's memory ids.
-    fn run_prefix(&self) -> String {
-        format!("mem-{:016x}-", self.run_id)
-    }
-
     /// With `verify_fraction`'s probability, asks Chroma what a semantic hit
     /// answered from the cache, in the background, and counts whether the
     /// top-k ids agree.
@@ -396,7 +393,7 @@ impl Operations {
         }
         let known: Vec<(String, Embedding)> = self.lock_memories().iter().cloned().collect();
         let (metrics, embedding) = (self.metrics.clone(), embedding.clone());
-        let (answer, prefix) = (answer.ids.clone(), self.run_prefix());
+        let (answer, prefix) = (answer.ids.clone(), self.memory_prefix.clone());
         tokio::spawn(async move {
             if let Some(ratio) = recall(&embedding, &answer, &known, &prefix) {
                 metrics.recall.observe(ratio);
@@ -420,7 +417,7 @@ impl Operations {
         let id = self.chroma.owned_collection().await?;
         let memory = format!(
             "{}{}",
-            self.run_prefix(),
+            self.memory_prefix,
             self.next_memory.fetch_add(1, Ordering::Relaxed)
         );
         let writing = Writing::start(&self.writes);
