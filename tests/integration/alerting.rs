@@ -5,7 +5,7 @@
 //! budget, without `LLMCacheBackendDown`; a healthy canary and an idle one
 //! page nothing.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use tempfile::TempDir;
 
 use crate::helpers::{
-    free_port, poll, render_mixin, repo, require, spawn_app_with_config, wait_for_port,
+    free_port, poll, render_mixin, repo, require, spawn_app_with_config, spawn_logged,
     wait_for_ready, ChromaServer, PrometheusServer, RedisServer, TestApp,
 };
 
@@ -88,23 +88,20 @@ impl Alertmanager {
         let path = dir.path().join("alertmanager.yml");
         std::fs::write(&path, config).unwrap();
         let port = free_port();
-        let log = dir.path().join("alertmanager.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(binary)
-            .arg(format!("--config.file={}", path.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            // A single instance: no gossip port.
-            .arg("--cluster.listen-address=")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("cannot start prometheus-alertmanager");
-        wait_for_port(port, &mut child, "alertmanager", &log);
+        let (child, log) = spawn_logged(
+            Command::new(binary)
+                .arg(format!("--config.file={}", path.display()))
+                .arg(format!(
+                    "--storage.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                // A single instance: no gossip port.
+                .arg("--cluster.listen-address="),
+            "alertmanager",
+            port,
+            dir.path(),
+        );
         wait_for_ready(port, &log);
         Self {
             child,
@@ -136,24 +133,10 @@ async fn canary(
     spawn_app_with_config(redis, chroma, &config).await
 }
 
-/// Fills `redis` with the user's keys until it refuses a write with OOM.
-fn fill_until_oom(redis: &RedisServer) {
-    let value = "x".repeat(64 * 1024);
-    for i in 0..1000 {
-        if redis
-            .cli(&["SET", &format!("user:fill:{i}"), &value])
-            .contains("OOM")
-        {
-            return;
-        }
-    }
-    panic!("Redis never refused a write");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oom_refusing_redis_pages_through_alertmanager_and_healthy_and_idle_canaries_do_not() {
     let full = RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
-    fill_until_oom(&full);
+    full.fill_until_oom();
     let healthy_redis = RedisServer::start();
     let chroma = ChromaServer::start();
     let (oom, _oom_dir) = canary(&full, &chroma, "oom", 20.0).await;

@@ -8,7 +8,8 @@ use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    metric_value, spawn_app_with_config, ChromaServer, EmbeddingsServer, RedisServer,
+    metric_value, operation_errors, spawn_app_with_config, ChromaServer, EmbeddingsServer,
+    RedisServer,
 };
 
 /// `--once` with the openai provider pointed at `server`.
@@ -149,12 +150,7 @@ async fn the_openai_provider_against_a_real_model_server() {
             r#"llmcache_backend_request_duration_seconds_count{backend="embeddings",request="embed"}"#
         ) >= 5.0
     );
-    let errors: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("llmcache_operation_errors_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
-    assert_eq!(errors, 0.0, "{text}");
+    assert_eq!(operation_errors(&text), 0.0, "{text}");
     let (_, health) = app.health().await;
     let details = health["embeddings"]["details"].as_str().unwrap();
     assert!(

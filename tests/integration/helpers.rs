@@ -61,6 +61,22 @@ pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
     );
 }
 
+/// Starts `command` with its output in `{dir}/{name}.log` and waits until
+/// it listens on `port`; a server that exits first fails the test with its
+/// log.
+pub fn spawn_logged(command: &mut Command, name: &str, port: u16, dir: &Path) -> (Child, PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let log_file = std::fs::File::create(&log).expect("server log");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("server log"))
+        .stderr(log_file)
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {name}: {err}"));
+    wait_for_port(port, &mut child, name, &log);
+    (child, log)
+}
+
 /// Prometheus (and Alertmanager) listen before they are ready, and answer
 /// `/-/ready` with 503 until then.
 pub fn wait_for_ready(port: u16, log: &Path) {
@@ -204,6 +220,21 @@ impl RedisServer {
             .expect("cannot run redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// Fills this server (started with a `maxmemory` under `noeviction`)
+    /// with the user's keys until it refuses a write with OOM.
+    pub fn fill_until_oom(&self) {
+        let value = "x".repeat(64 * 1024);
+        for i in 0..1000 {
+            if self
+                .cli(&["SET", &format!("user:fill:{i}"), &value])
+                .contains("OOM")
+            {
+                return;
+            }
+        }
+        panic!("Redis never refused a write");
+    }
 }
 
 impl Drop for RedisServer {
@@ -262,11 +293,9 @@ impl ChromaServer {
     }
 
     fn spawn(&mut self) {
-        let python = chroma_python();
-        let log = self.dir.path().join("chroma.log");
-        let log_file = std::fs::File::create(&log).expect("chroma log");
         let data = self.dir.path().join("data");
-        let mut child = Command::new(python)
+        let mut command = Command::new(chroma_python());
+        command
             .args([
                 "-c",
                 "import sys, chromadb_rust_bindings as b; b.cli(['chroma'] + sys.argv[1:])",
@@ -278,13 +307,8 @@ impl ChromaServer {
                 "--port",
                 &self.port.to_string(),
             ])
-            .env("ANONYMIZED_TELEMETRY", "False")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("chroma log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("cannot start the Chroma server");
-        wait_for_port(self.port, &mut child, "chroma", &log);
+            .env("ANONYMIZED_TELEMETRY", "False");
+        let (child, _) = spawn_logged(&mut command, "chroma", self.port, self.dir.path());
         self.child = Some(child);
     }
 
@@ -431,21 +455,18 @@ impl PrometheusServer {
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("prometheus config");
-        let log = dir.path().join("prometheus.log");
-        let log_file = std::fs::File::create(&log).expect("prometheus log");
-        let mut child = Command::new(binary)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("prometheus log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("cannot start prometheus");
-        wait_for_port(port, &mut child, "prometheus", &log);
+        let (child, log) = spawn_logged(
+            Command::new(binary)
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+            "prometheus",
+            port,
+            dir.path(),
+        );
         wait_for_ready(port, &log);
         Self {
             child,
@@ -828,6 +849,15 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_llm-cache-exporter")
 }
 
+/// Every failed operation in `text` (a `/metrics` body), whatever the
+/// operation and kind.
+pub fn operation_errors(text: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with("llmcache_operation_errors_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// A file of this repository.
 pub fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -880,17 +910,14 @@ impl EmbeddingsServer {
         );
         let dir = TempDir::new().expect("temp dir");
         let port = free_port();
-        let log = dir.path().join("embeddings.log");
-        let log_file = std::fs::File::create(&log).expect("embeddings log");
-        let mut child = Command::new(python)
-            .arg(repo("scripts/embeddings-server.py"))
-            .args(["--port", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("embeddings log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("cannot start the embeddings server");
-        wait_for_port(port, &mut child, "embeddings server", &log);
+        let (child, _) = spawn_logged(
+            Command::new(python)
+                .arg(repo("scripts/embeddings-server.py"))
+                .args(["--port", &port.to_string()]),
+            "embeddings-server",
+            port,
+            dir.path(),
+        );
         Self {
             child,
             port,

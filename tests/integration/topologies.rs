@@ -11,7 +11,8 @@ use tempfile::TempDir;
 use crate::redis_security::{assert_documented, ACL_BY_COMMAND};
 
 use crate::helpers::{
-    free_port, poll, require, series, spawn_app, ChromaServer, RedisServer, TestApp,
+    free_port, operation_errors, poll, require, series, spawn_app, ChromaServer, RedisServer,
+    TestApp,
 };
 
 /// The app with `toml` as its config file, which names the Redis nodes.
@@ -39,14 +40,6 @@ fn count(text: &str, operation: &str, outcome: &str) -> f64 {
             r#"llmcache_operation_duration_seconds_count{{operation="{operation}",outcome="{outcome}"}}"#
         ),
     )
-}
-
-/// Every error of every operation, whatever the kind.
-fn errors(text: &str) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with("llmcache_operation_errors_total{"))
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 /// The probe keys on one node.
@@ -94,11 +87,11 @@ async fn wait_more_writes(app: &TestApp, more: f64, what: &str) {
 /// returns how long that took.
 async fn wait_errors_stop(app: &TestApp, quiet: Duration, timeout: Duration) -> Duration {
     let start = Instant::now();
-    let mut last = errors(&app.metrics().await);
+    let mut last = operation_errors(&app.metrics().await);
     let mut since = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = errors(&app.metrics().await);
+        let now = operation_errors(&app.metrics().await);
         if now != last {
             last = now;
             since = Instant::now();
@@ -256,7 +249,7 @@ async fn cluster_mode_spreads_sessions_over_every_master_and_cleans_up_every_nod
     )
     .await;
     let text = app.metrics().await;
-    assert_eq!(errors(&text), 0.0, "{text}");
+    assert_eq!(operation_errors(&text), 0.0, "{text}");
     assert_eq!(series(&text, r#"llmcache_redis_nodes{role="master"}"#), 3.0);
     assert_eq!(
         series(&text, r#"llmcache_redis_nodes{role="replica"}"#),
@@ -303,7 +296,7 @@ async fn a_cluster_failover_and_a_reshard_under_traffic() {
     // A reshard while traffic runs: MOVED and ASK are followed, no error.
     let masters = cluster.masters();
     let (from, to) = (Cluster::id(masters[0]), Cluster::id(masters[1]));
-    let before = errors(&app.metrics().await);
+    let before = operation_errors(&app.metrics().await);
     let out = masters[0].cli(&[
         "--cluster",
         "reshard",
@@ -321,7 +314,11 @@ async fn a_cluster_failover_and_a_reshard_under_traffic() {
     assert!(!out.contains("[ERR]"), "reshard: {out}");
     cluster.wait_ok();
     let text = app.metrics().await;
-    assert_eq!(errors(&text), before, "errors during the reshard:\n{text}");
+    assert_eq!(
+        operation_errors(&text),
+        before,
+        "errors during the reshard:\n{text}"
+    );
     poll(
         "the new slot owner to count",
         Duration::from_secs(10),
@@ -469,7 +466,7 @@ async fn sentinel_mode_follows_a_failover_and_never_writes_to_the_demoted_master
     );
     let (app, _dir) = start_app(&chroma, &config).await;
     let text = wait_all_four(&app, Duration::from_secs(30)).await;
-    assert_eq!(errors(&text), 0.0, "{text}");
+    assert_eq!(operation_errors(&text), 0.0, "{text}");
     let (_, health) = app.health().await;
     let details = health["redis"]["details"].as_str().unwrap().to_owned();
     let named = format!(
@@ -559,17 +556,7 @@ async fn a_redis_full_under_noeviction_answers_ping_and_refuses_writes_with_oom(
     let redis =
         RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
     let chroma = ChromaServer::start();
-    // Fill it with the user's keys until writes are refused.
-    let value = "x".repeat(64 * 1024);
-    for i in 0.. {
-        if redis
-            .cli(&["SET", &format!("user:fill:{i}"), &value])
-            .contains("OOM")
-        {
-            break;
-        }
-        assert!(i < 1000, "Redis never refused a write");
-    }
+    redis.fill_until_oom();
     let config = format!("{CONFIG}[redis]\nurl = \"{}\"\n", redis.url());
     let (app, _dir) = start_app(&chroma, &config).await;
     let text = poll("OOM refusals counted", Duration::from_secs(30), || async {
@@ -639,6 +626,10 @@ async fn keys_evicted_under_an_evicting_policy_count_as_lost_and_healthy_reads_d
         series(&text, r#"llmcache_backend_up{backend="redis"}"#),
         1.0
     );
-    assert_eq!(errors(&text), 0.0, "evictions fail nothing: {text}");
+    assert_eq!(
+        operation_errors(&text),
+        0.0,
+        "evictions fail nothing: {text}"
+    );
     app.stop().await;
 }
