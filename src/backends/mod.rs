@@ -65,12 +65,20 @@ pub(crate) trait RequestLabel: Copy {
     const BACKEND: Backend;
     /// The label value.
     fn label(self) -> &'static str;
+    /// Whether `llmcache_backend_request_duration_seconds` times it: the
+    /// workload's requests are, the exporter's own housekeeping (probes,
+    /// collection setup, cleanup) is not. Housekeeping is a few requests a
+    /// second or once per run; each of its series would cost every scrape
+    /// 19 lines that tell no user what their backend takes. Its failures
+    /// still count as outages, and `/health` carries each probe's latency.
+    fn timed(self) -> bool;
 }
 
-/// Defines a backend's [`RequestLabel`] enum: `enum Name for Backend { .. }`.
+/// Defines a backend's [`RequestLabel`] enum: `enum Name for Backend { .. }`;
+/// a variant marked `(housekeeping)` is not timed.
 macro_rules! request_labels {
     ($(#[$meta:meta])* $vis:vis enum $name:ident for $backend:ident {
-        $($variant:ident => $text:literal),+ $(,)?
+        $($variant:ident => $text:literal $(($housekeeping:ident))?),+ $(,)?
     }) => {
         $crate::metrics::label_values! {
             $(#[$meta])* $vis enum $name { $($variant => $text),+ }
@@ -81,8 +89,15 @@ macro_rules! request_labels {
             fn label(self) -> &'static str {
                 self.as_str()
             }
+            fn timed(self) -> bool {
+                match self {
+                    $(Self::$variant => $crate::backends::request_labels!(@timed $($housekeeping)?),)+
+                }
+            }
         }
     };
+    (@timed) => { true };
+    (@timed housekeeping) => { false };
 }
 pub(crate) use request_labels;
 
@@ -310,6 +325,9 @@ impl BackendMetrics {
             .err()
             .is_some_and(|err| err.kind.is_outage());
         self.outages.record(R::BACKEND, failed);
+        if !request.timed() {
+            return;
+        }
         let labels = RequestLabels {
             backend: R::BACKEND,
             request: request.label(),

@@ -36,6 +36,15 @@ async fn metrics_are_served_in_both_formats_with_the_foundation_series() {
     let chroma = ChromaServer::start();
     let app = spawn_app(&backend_flags(&redis, &chroma)).await;
     app.wait_backends_up().await;
+    // The workload's first Redis read and Chroma query have been timed.
+    for request in [
+        r#"backend="redis",request="lrange""#,
+        r#"backend="chroma",request="query""#,
+    ] {
+        let count = format!("llmcache_backend_request_duration_seconds_count{{{request}}}");
+        app.wait_for_at_least(&count, 1.0, Duration::from_secs(20))
+            .await;
+    }
 
     let open = app
         .http
@@ -79,8 +88,8 @@ async fn metrics_are_served_in_both_formats_with_the_foundation_series() {
         r#"llmcache_backend_up{backend="redis"} 1"#,
         r#"llmcache_backend_up{backend="chroma"} 1"#,
         r#"llmcache_backend_up{backend="embeddings"} 1"#,
-        r#"llmcache_backend_request_duration_seconds_bucket{backend="redis",request="ping",le="0.0001"}"#,
-        r#"llmcache_backend_request_duration_seconds_bucket{backend="chroma",request="heartbeat",le="10"}"#,
+        r#"llmcache_backend_request_duration_seconds_bucket{backend="redis",request="lrange",le="0.0001"}"#,
+        r#"llmcache_backend_request_duration_seconds_bucket{backend="chroma",request="query",le="10"}"#,
         "llmcache_build_info{version=\"",
         "llmcache_config_last_reload_successful 1",
         r#"llmcache_redis_used_memory_bytes{node="127.0.0.1:"#,
@@ -117,6 +126,22 @@ async fn metrics_are_served_in_both_formats_with_the_foundation_series() {
     ] {
         assert!(text.contains(series), "missing {series:?} in:\n{text}");
     }
+    // The exporter's own housekeeping is not timed: probes, collection setup.
+    for request in [
+        "ping",
+        "info",
+        "heartbeat",
+        "count",
+        "get_collection",
+        "create_collection",
+    ] {
+        assert!(
+            !text.contains(&format!("request=\"{request}\"")),
+            "{request} is timed:\n{text}"
+        );
+    }
+    // Error histograms appear at the first error, not before.
+    assert!(!text.contains(r#"outcome="error""#), "{text}");
     let rss = series(&text, "process_resident_memory_bytes");
     assert!(rss > 1e6 && rss < 1e9, "implausible RSS {rss}");
 }

@@ -21,13 +21,13 @@ use crate::config::{ChromaConfig, TokenHeader};
 request_labels! {
     /// A request to Chroma, as the `request` label spells it.
     pub(crate) enum ChromaRequest for Chroma {
-        Heartbeat => "heartbeat",
-        GetCollection => "get_collection",
-        CreateCollection => "create_collection",
-        DeleteCollection => "delete_collection",
+        Heartbeat => "heartbeat" (housekeeping),
+        GetCollection => "get_collection" (housekeeping),
+        CreateCollection => "create_collection" (housekeeping),
+        DeleteCollection => "delete_collection" (housekeeping),
         Add => "add",
         Query => "query",
-        Count => "count",
+        Count => "count" (housekeeping),
         Delete => "delete",
     }
 }

@@ -38,13 +38,13 @@ use connection::Nodes;
 request_labels! {
     /// A request to Redis, as the `request` label spells it.
     pub(crate) enum RedisRequest for Redis {
-        Ping => "ping",
-        Info => "info",
-        Topology => "topology",
+        Ping => "ping" (housekeeping),
+        Info => "info" (housekeeping),
+        Topology => "topology" (housekeeping),
         Lrange => "lrange",
         StoreEntry => "store_entry",
-        Scan => "scan",
-        Unlink => "unlink",
+        Scan => "scan" (housekeeping),
+        Unlink => "unlink" (housekeeping),
     }
 }
 
