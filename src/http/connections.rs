@@ -22,6 +22,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::label_values;
@@ -124,6 +125,8 @@ pub(crate) struct Connections {
     open: Mutex<HashMap<u64, Arc<Activity>>>,
     next: AtomicU64,
     metrics: ConnectionMetrics,
+    /// Wakes the watchdog when it sleeps with nothing open.
+    admitted: Notify,
 }
 
 /// A connection's place among the open ones; gives it up when dropped.
@@ -153,6 +156,7 @@ impl Connections {
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             metrics,
+            admitted: Notify::new(),
         })
     }
 
@@ -192,6 +196,8 @@ impl Connections {
             }
         }
         open.insert(id, activity.clone());
+        drop(open);
+        self.admitted.notify_one();
         Slot {
             id,
             connections: self.clone(),
@@ -199,35 +205,48 @@ impl Connections {
         }
     }
 
-    /// Closes what waited too long, every 250 ms, until `cancel`.
+    /// Closes what waited too long, until `cancel`. It wakes at the next
+    /// deadline, and at least every eighth of `read_header_timeout` while a
+    /// connection is open, since a request may start waiting at any moment;
+    /// while none is, it sleeps until one is admitted. (It woke every 250 ms
+    /// before, whether or not anything was open.)
     pub(crate) async fn watch(self: Arc<Self>, cancel: CancellationToken) {
         loop {
+            let pause = self.expire();
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                () = self.admitted.notified(), if pause.is_none() => {}
+                () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
             }
-            self.expire();
         }
     }
 
-    fn expire(&self) {
+    /// Closes what waited too long; returns how long until the next check,
+    /// or `None` while no connection is open.
+    fn expire(&self) -> Option<Duration> {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let header = u64::try_from(self.limits.read_header_timeout.as_millis()).unwrap_or(u64::MAX);
         let idle = u64::try_from(self.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut next: Option<u64> = None;
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         for activity in open.values().filter(|a| !a.close.is_cancelled()) {
             let waiting = activity.waiting.load(Ordering::Relaxed);
-            let reason = if waiting != 0 {
-                (now.saturating_sub(waiting - 1) > header).then_some(CloseReason::HeaderTimeout)
+            let (reason, since, limit) = if waiting != 0 {
+                (CloseReason::HeaderTimeout, waiting - 1, header)
             } else {
                 let last = activity.last.load(Ordering::Relaxed);
-                (now.saturating_sub(last) > idle).then_some(CloseReason::IdleTimeout)
+                (CloseReason::IdleTimeout, last, idle)
             };
-            if let Some(reason) = reason {
+            let waited = now.saturating_sub(since);
+            if waited > limit {
                 activity.close.cancel();
                 self.metrics.closed(reason);
+            } else {
+                let due = (limit - waited + 1).min(header / 8);
+                next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
+        next.map(|ms| Duration::from_millis(ms.max(1)))
     }
 }
 
@@ -297,5 +316,30 @@ mod tests {
         std::thread::sleep(Duration::from_millis(150));
         connections.expire();
         assert!(idle.activity.close.is_cancelled() && answered.activity.close.is_cancelled());
+    }
+
+    #[test]
+    fn the_watchdog_has_nothing_to_wake_for_while_nothing_is_open() {
+        let connections = connections(10);
+        assert_eq!(connections.expire(), None);
+        let slot = connections.admit();
+        let pause = connections.expire().expect("one is open");
+        assert!(pause <= Duration::from_millis(50 / 8), "{pause:?}");
+        drop(slot);
+        assert_eq!(connections.expire(), None);
+    }
+
+    #[tokio::test]
+    async fn an_admitted_connection_wakes_the_sleeping_watchdog() {
+        let connections = connections(10);
+        let cancel = CancellationToken::new();
+        let watchdog = tokio::spawn(connections.clone().watch(cancel.clone()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let partial = connections.admit();
+        partial.activity.read();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(partial.activity.close.is_cancelled(), "headers too slow");
+        cancel.cancel();
+        watchdog.await.unwrap();
     }
 }
