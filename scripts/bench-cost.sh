@@ -2,19 +2,22 @@
 # What the canary costs, against real Redis and Chroma it starts itself:
 #   - idle cost at the default configuration (20 operations/s): CPU ms per
 #     second, CPU µs per operation, RSS;
+#   - the floor: the same with one operation a hundred seconds, what the
+#     daemon's own loops (probes, samplers, cache upkeep) cost;
 #   - CPU µs per operation at 1,000 operations/s;
 #   - /metrics: bytes and series per scrape at the default configuration.
 # Beside each CPU figure, the same run's redis-server CPU over the same
 # window: what serving the canary cost Redis.
 #
-#   scripts/bench-cost.sh               # 60 s idle window, 30 s busy window
-#   IDLE_SECONDS=20 BUSY_SECONDS=10 scripts/bench-cost.sh
+#   scripts/bench-cost.sh               # 60 s idle, 30 s floor, 30 s busy
+#   IDLE_SECONDS=20 FLOOR_SECONDS=10 BUSY_SECONDS=10 scripts/bench-cost.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 IDLE="${IDLE_SECONDS:-60}"
 BUSY="${BUSY_SECONDS:-30}"
+FLOOR="${FLOOR_SECONDS:-30}"
 bench_stores
 
 # cpu_ticks PID: user + system clock ticks so far.
@@ -52,6 +55,9 @@ echo "==> defaults (20 operations/s), ${IDLE} s"
 read -r cpu us rss redis ops < <(run "" "$IDLE")
 bytes="$(wc -c <"$WORK/metrics.txt")"
 series="$(grep -cv '^#' "$WORK/metrics.txt")"
+echo "==> the floor (0.01 operations/s), ${FLOOR} s"
+printf '[workload]\nrate = 0.01\n' >"$WORK/rate.toml"
+read -r fcpu _ frss fredis _ < <(run "x" "$FLOOR")
 echo "==> 1,000 operations/s, ${BUSY} s"
 printf '[workload]\nrate = 1000.0\n' >"$WORK/rate.toml"
 read -r bcpu bus brss bredis bops < <(run "x" "$BUSY")
@@ -61,7 +67,9 @@ cat <<TABLE
 | configuration | ops/s | exporter CPU | CPU per operation | RSS | redis-server CPU (same window) | exporter / redis |
 |---|---|---|---|---|---|---|
 | defaults | $ops | $cpu ms/s | $us µs | $rss MiB | $redis ms/s | $(python3 -c "print(f'{$cpu / $redis:.2f}x' if $redis else 'n/a')") |
+| floor | 0.01 | $fcpu ms/s | – | $frss MiB | $fredis ms/s | $(python3 -c "print(f'{$fcpu / $fredis:.2f}x' if $fredis else 'n/a')") |
 | rate 1,000/s | $bops | $bcpu ms/s | $bus µs | $brss MiB | $bredis ms/s | $(python3 -c "print(f'{$bcpu / $bredis:.2f}x' if $bredis else 'n/a')") |
 
+Each operation at the defaults adds $(python3 -c "print(f'{($cpu - $fcpu) * 1000 / $ops:.0f}')") µs of CPU to the floor.
 /metrics at the defaults: $bytes bytes, $series series per scrape.
 TABLE
