@@ -7,7 +7,12 @@
 #   - CPU µs per operation at 1,000 operations/s;
 #   - /metrics: bytes and series per scrape at the default configuration.
 # Beside each CPU figure, the same run's redis-server CPU over the same
-# window: what serving the canary cost Redis.
+# window: what serving the canary cost Redis. CPU is each process's threads'
+# run time from /proc/PID/task/*/schedstat. And the baseline every figure
+# sits on: what one sleep and wake-up costs on this machine, whoever sleeps
+# (a Python loop sleeping to a 50 ms and to a 1 ms schedule), next to how
+# many times per operation the daemon slept and woke (its voluntary context
+# switches over the same window).
 #
 #   scripts/bench-cost.sh               # 60 s idle, 30 s floor, 30 s busy
 #   IDLE_SECONDS=20 FLOOR_SECONDS=10 BUSY_SECONDS=10 scripts/bench-cost.sh
@@ -20,39 +25,60 @@ BUSY="${BUSY_SECONDS:-30}"
 FLOOR="${FLOOR_SECONDS:-30}"
 bench_stores
 
-# cpu_ticks PID: user + system clock ticks so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu_ns PID: nanoseconds its threads have run so far (schedstat: exact,
+# where /proc/PID/stat counts 10 ms ticks).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{n += $1} END {printf "%.0f\n", n}'; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# sleeps PID: how many times the process's threads have slept so far.
+sleeps() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/ {n += $2} END {print n}'; }
 scheduled() {
   curl -s "http://127.0.0.1:$1/metrics" | awk '/^llmcache_workload_scheduled_total / {print $2}'
 }
-HZ="$(getconf CLK_TCK)"
 
-# run RATE SECONDS NAME: prints "cpu_ms_per_s us_per_op rss_mib redis_cpu_ms_per_s"
+# run RATE SECONDS: prints "cpu_ms_per_s us_per_op rss_mib redis_cpu_ms_per_s
+# ops_per_s wakes_per_op"
 run() {
-  local port pid t0 t1 r0 r1 s0 s1
+  local port pid t0 t1 r0 r1 s0 s1 w0 w1
   port="$(free_port)"
   bench_exporter "$port" ${1:+--config.file "$WORK/rate.toml"}
   pid=$EXPORTER_PID
   sleep 10 # warm up: the caches fill, the collection exists
-  s0="$(scheduled "$port")"; t0="$(cpu_ticks "$pid")"; r0="$(cpu_ticks "$REDIS_PID")"
+  s0="$(scheduled "$port")"; t0="$(cpu_ns "$pid")"; r0="$(cpu_ns "$REDIS_PID")"; w0="$(sleeps "$pid")"
   sleep "$2"
-  s1="$(scheduled "$port")"; t1="$(cpu_ticks "$pid")"; r1="$(cpu_ticks "$REDIS_PID")"
+  s1="$(scheduled "$port")"; t1="$(cpu_ns "$pid")"; r1="$(cpu_ns "$REDIS_PID")"; w1="$(sleeps "$pid")"
   curl -s "http://127.0.0.1:$port/metrics" >"$WORK/metrics.txt"
   local rss
   rss="$(rss_kib "$pid")"
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$t0" "$t1" "$r0" "$r1" "$s0" "$s1" "$2" "$HZ" "$rss" <<'PY'
+  python3 - "$t0" "$t1" "$r0" "$r1" "$s0" "$s1" "$2" 1e9 "$rss" "$w0" "$w1" <<'PY'
 import sys
-t0, t1, r0, r1, s0, s1, secs, hz, rss = map(float, sys.argv[1:])
-cpu_s = (t1 - t0) / hz
+t0, t1, r0, r1, s0, s1, secs, per_s, rss, w0, w1 = map(float, sys.argv[1:])
+cpu_s = (t1 - t0) / per_s
 ops = s1 - s0
-print(f"{cpu_s * 1000 / secs:.2f} {cpu_s * 1e6 / ops if ops else float('nan'):.1f} {rss / 1024:.1f} {(r1 - r0) / hz * 1000 / secs:.2f} {ops / secs:.1f}")
+nan = float("nan")
+print(f"{cpu_s * 1000 / secs:.2f} {cpu_s * 1e6 / ops if ops else nan:.1f} {rss / 1024:.1f} "
+      f"{(r1 - r0) / per_s * 1000 / secs:.2f} {ops / secs:.1f} {(w1 - w0) / ops if ops else nan:.2f}")
 PY
 }
 
+echo "==> the baseline: one sleep and wake-up on this machine"
+read -r wake50 wake1 < <(python3 - <<'PY'
+import time
+def cost(period, n):
+    """CPU µs per sleep and wake-up, sleeping to a schedule `period` apart."""
+    cpu0 = time.process_time()  # CLOCK_PROCESS_CPUTIME_ID: the same run time as schedstat
+    due = time.monotonic()
+    for _ in range(n):
+        due += period
+        left = due - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+    return (time.process_time() - cpu0) / n * 1e6
+print(f"{cost(0.05, 200):.1f} {cost(0.001, 5000):.1f}")
+PY
+)
 echo "==> defaults (20 operations/s), ${IDLE} s"
-read -r cpu us rss redis ops < <(run "" "$IDLE")
+read -r cpu us rss redis ops wakes < <(run "" "$IDLE")
 bytes="$(wc -c <"$WORK/metrics.txt")"
 series="$(grep -cv '^#' "$WORK/metrics.txt")"
 echo "==> the floor (0.01 operations/s), ${FLOOR} s"
@@ -60,15 +86,21 @@ printf '[workload]\nrate = 0.01\n' >"$WORK/rate.toml"
 read -r fcpu _ frss fredis _ < <(run "x" "$FLOOR")
 echo "==> 1,000 operations/s, ${BUSY} s"
 printf '[workload]\nrate = 1000.0\n' >"$WORK/rate.toml"
-read -r bcpu bus brss bredis bops < <(run "x" "$BUSY")
+read -r bcpu bus brss bredis bops bwakes < <(run "x" "$BUSY")
 
 cat <<TABLE
 
-| configuration | ops/s | exporter CPU | CPU per operation | RSS | redis-server CPU (same window) | exporter / redis |
-|---|---|---|---|---|---|---|
-| defaults | $ops | $cpu ms/s | $us µs | $rss MiB | $redis ms/s | $(python3 -c "print(f'{$cpu / $redis:.2f}x' if $redis else 'n/a')") |
-| floor | 0.01 | $fcpu ms/s | – | $frss MiB | $fredis ms/s | $(python3 -c "print(f'{$fcpu / $fredis:.2f}x' if $fredis else 'n/a')") |
-| rate 1,000/s | $bops | $bcpu ms/s | $bus µs | $brss MiB | $bredis ms/s | $(python3 -c "print(f'{$bcpu / $bredis:.2f}x' if $bredis else 'n/a')") |
+| configuration | ops/s | exporter CPU | CPU per operation | RSS | redis-server CPU (same window) | exporter / redis | wake-ups per operation | CPU per operation / its wake-ups' baseline |
+|---|---|---|---|---|---|---|---|---|
+| defaults | $ops | $cpu ms/s | $us µs | $rss MiB | $redis ms/s | $(python3 -c "print(f'{$cpu / $redis:.2f}x' if $redis else 'n/a')") | $wakes | $(python3 -c "print(f'{$us / ($wakes * $wake50):.2f}x')") |
+| floor | 0.01 | $fcpu ms/s | – | $frss MiB | $fredis ms/s | $(python3 -c "print(f'{$fcpu / $fredis:.2f}x' if $fredis else 'n/a')") | – | – |
+| rate 1,000/s | $bops | $bcpu ms/s | $bus µs | $brss MiB | $bredis ms/s | $(python3 -c "print(f'{$bcpu / $bredis:.2f}x' if $bredis else 'n/a')") | $bwakes | $(python3 -c "print(f'{$bus / ($bwakes * $wake1):.2f}x')") |
+
+One sleep and wake-up on this machine (the baseline, same run): $wake50 µs of
+CPU when sleeping 50 ms at a time (the defaults' tick), $wake1 µs when
+sleeping 1 ms at a time (1,000/s). Wake-ups alone put a floor of
+$(python3 -c "print(f'{$wakes * $wake50:.0f}')") µs under each operation at the defaults and
+$(python3 -c "print(f'{$bwakes * $wake1:.0f}')") µs at 1,000/s.
 
 Each operation at the defaults adds $(python3 -c "print(f'{($cpu - $fcpu) * 1000 / $ops:.0f}')") µs of CPU to the floor.
 /metrics at the defaults: $bytes bytes, $series series per scrape.
