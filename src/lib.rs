@@ -20,6 +20,7 @@ mod pem;
 mod process;
 mod secret;
 pub mod telemetry;
+mod ticker;
 mod web_config;
 mod workload;
 mod zipf;

@@ -46,6 +46,7 @@ pub(crate) use metrics::{CacheFamilies, CacheName};
 pub(crate) use semantic::{DimensionMismatch, SemanticIndex};
 
 use crate::config::{CacheConfig, SimilarityMode};
+use crate::ticker::{Missed, Ticker};
 
 /// The semantic index keeps at most this many cached queries' embeddings.
 const SEMANTIC_ROWS: usize = 10_000;
@@ -214,11 +215,13 @@ impl<S: Weigh + Clone + Send + Sync + 'static> CacheManager<S> {
 
     /// Keeps the gauges fresh until `cancel`.
     pub(crate) async fn run_maintenance(self: Arc<Self>, cancel: CancellationToken) {
+        let mut every = Ticker::new(MAINTENANCE_INTERVAL, Missed::Skip, "cache maintenance");
+        every.tick().await;
         loop {
             self.maintain().await;
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+                _ = every.tick() => {}
             }
         }
     }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::ticker::{Missed, Ticker};
 
 /// The resolution.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
@@ -79,6 +80,8 @@ impl Series {
     /// Samples `metrics` every [`INTERVAL`] until `cancel`.
     pub(crate) async fn run(self, metrics: Arc<Metrics>, cancel: CancellationToken) {
         let mut previous: Option<Values> = None;
+        let mut every = Ticker::new(INTERVAL, Missed::Skip, "landing page sampler");
+        every.tick().await;
         loop {
             if let Ok(text) = metrics.encode_prometheus_text() {
                 let now = Values::parse(&text);
@@ -89,7 +92,7 @@ impl Series {
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(INTERVAL) => {}
+                _ = every.tick() => {}
             }
         }
     }

@@ -29,6 +29,7 @@ use crate::cache::Pool;
 use crate::config::MemoryConfig;
 use crate::metrics::{label_values, register_sampled, Sampled};
 use crate::process::ProcessCollector;
+use crate::ticker::{Missed, Ticker};
 use sources::{parse_cgroup_value, parse_meminfo, parse_psi, parse_self_cgroup, CgroupPath, Psi};
 use verdict::{Direction, Rule, Verdict};
 
@@ -207,6 +208,8 @@ impl MemoryMonitor {
         // reload keeps the cache); start from what it is, so the first
         // verdict restores it if this monitor sees no pressure.
         let mut overall = self.cache.memory_pressure();
+        let mut every = Ticker::new(self.config.sample_interval, Missed::Skip, "memory monitor");
+        every.tick().await;
         loop {
             let sample = self.sample();
             let now = Instant::now();
@@ -242,7 +245,7 @@ impl MemoryMonitor {
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(self.config.sample_interval) => {}
+                _ = every.tick() => {}
             }
         }
     }
