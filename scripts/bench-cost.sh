@@ -14,8 +14,15 @@
 # many times per operation the daemon slept and woke (its voluntary context
 # switches over the same window).
 #
+# With BASELINE_BIN (another build of the daemon, e.g. the last release),
+# the script then alternates this build and that one, ROUNDS times each
+# (default 3), COMPARE_SECONDS each (default 30), at the defaults and at
+# 1,000/s, and gives this build's mean CPU as a ratio to the baseline's:
+# on a shared machine one window against another is mostly noise.
+#
 #   scripts/bench-cost.sh               # 60 s idle, 30 s floor, 30 s busy
 #   IDLE_SECONDS=20 FLOOR_SECONDS=10 BUSY_SECONDS=10 scripts/bench-cost.sh
+#   BASELINE_BIN=/tmp/old/llm-cache-exporter scripts/bench-cost.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -23,6 +30,7 @@ cd "$(dirname "$0")/.."
 IDLE="${IDLE_SECONDS:-60}"
 BUSY="${BUSY_SECONDS:-30}"
 FLOOR="${FLOOR_SECONDS:-30}"
+BASELINE="${BASELINE_BIN:-}"
 bench_stores
 
 # cpu_ns PID: nanoseconds its threads have run so far (schedstat: exact,
@@ -104,4 +112,45 @@ $(python3 -c "print(f'{$bwakes * $wake1:.0f}')") µs at 1,000/s.
 
 Each operation at the defaults adds $(python3 -c "print(f'{($cpu - $fcpu) * 1000 / $ops:.0f}')") µs of CPU to the floor.
 /metrics at the defaults: $bytes bytes, $series series per scrape.
+TABLE
+[ -n "$BASELINE" ] || exit 0
+ROUNDS="${ROUNDS:-3}"
+COMPARE="${COMPARE_SECONDS:-30}"
+# compare NAME RATE_FILE_FLAG: alternates the builds; prints the table row.
+compare() {
+  local round this=() base=() cpu us rss redis ops wakes
+  for ((round = 1; round <= ROUNDS; round++)); do
+    echo "==> $1, round $round of $ROUNDS: this build, then the baseline" >&2
+    read -r cpu us rss redis ops wakes < <(run "$2" "$COMPARE")
+    this+=("$cpu:$us:$wakes:$rss")
+    read -r cpu us rss redis ops wakes < <(BIN="$BASELINE" run "$2" "$COMPARE")
+    base+=("$cpu:$us:$wakes:$rss")
+  done
+  python3 - "$1" "${this[*]}" "${base[*]}" <<'PY'
+import sys
+from statistics import mean
+name, this, base = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+def col(runs, i):
+    return [float(r.split(":")[i]) for r in runs]
+cpu, ocpu = col(this, 0), col(base, 0)
+runs = " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(cpu, ocpu))
+print(f"| {name} | {mean(cpu):.2f} ms/s | {mean(ocpu):.2f} ms/s | {mean(cpu) / mean(ocpu):.2f}x | "
+      f"{mean(col(this, 1)):.1f} / {mean(col(base, 1)):.1f} µs | "
+      f"{mean(col(this, 2)):.2f} / {mean(col(base, 2)):.2f} | "
+      f"{mean(col(this, 3)):.1f} / {mean(col(base, 3)):.1f} MiB | {runs} |")
+PY
+}
+echo "==> against $BASELINE"
+row_idle="$(compare defaults "")"
+printf '[workload]\nrate = 1000.0\n' >"$WORK/rate.toml"
+row_busy="$(compare "rate 1,000/s" x)"
+cat <<TABLE
+
+This build against the baseline ($BASELINE), alternating, $ROUNDS rounds of
+$COMPARE s each (means; each round's CPU, this/baseline, in the last column):
+
+| configuration | CPU, this build | CPU, baseline | ratio | per operation, this / baseline | wake-ups per operation, this / baseline | RSS, this / baseline | rounds (ms/s) |
+|---|---|---|---|---|---|---|---|
+$row_idle
+$row_busy
 TABLE
