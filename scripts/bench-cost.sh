@@ -106,8 +106,8 @@ cat <<TABLE
 
 One sleep and wake-up on this machine (the baseline, same run): $wake50 µs of
 CPU when sleeping 50 ms at a time (the defaults' tick), $wake1 µs when
-sleeping 1 ms at a time (1,000/s). Wake-ups alone put a floor of
-$(python3 -c "print(f'{$wakes * $wake50:.0f}')") µs under each operation at the defaults and
+sleeping 1 ms at a time (1,000/s). At that price the daemon's wake-ups come
+to $(python3 -c "print(f'{$wakes * $wake50:.0f}')") µs of each operation at the defaults and
 $(python3 -c "print(f'{$bwakes * $wake1:.0f}')") µs at 1,000/s.
 
 Each operation at the defaults adds $(python3 -c "print(f'{($cpu - $fcpu) * 1000 / $ops:.0f}')") µs of CPU to the floor.
