@@ -58,14 +58,14 @@ run() {
   local rss
   rss="$(rss_kib "$pid")"
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$t0" "$t1" "$r0" "$r1" "$s0" "$s1" "$2" 1e9 "$rss" "$w0" "$w1" <<'PY'
+  python3 - "$t0" "$t1" "$r0" "$r1" "$s0" "$s1" "$2" "$rss" "$w0" "$w1" <<'PY'
 import sys
-t0, t1, r0, r1, s0, s1, secs, per_s, rss, w0, w1 = map(float, sys.argv[1:])
-cpu_s = (t1 - t0) / per_s
+t0, t1, r0, r1, s0, s1, secs, rss, w0, w1 = map(float, sys.argv[1:])
+cpu_s = (t1 - t0) / 1e9
 ops = s1 - s0
 nan = float("nan")
 print(f"{cpu_s * 1000 / secs:.2f} {cpu_s * 1e6 / ops if ops else nan:.1f} {rss / 1024:.1f} "
-      f"{(r1 - r0) / per_s * 1000 / secs:.2f} {ops / secs:.1f} {(w1 - w0) / ops if ops else nan:.2f}")
+      f"{(r1 - r0) / 1e9 * 1000 / secs:.2f} {ops / secs:.1f} {(w1 - w0) / ops if ops else nan:.2f}")
 PY
 }
 

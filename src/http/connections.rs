@@ -212,11 +212,15 @@ impl Connections {
     /// before, whether or not anything was open.)
     pub(crate) async fn watch(self: Arc<Self>, cancel: CancellationToken) {
         loop {
-            let pause = self.expire();
+            let next = async {
+                match self.expire() {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => self.admitted.notified().await,
+                }
+            };
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = self.admitted.notified(), if pause.is_none() => {}
-                () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+                () = next => {}
             }
         }
     }
