@@ -20,7 +20,6 @@ mod pem;
 mod process;
 mod secret;
 pub mod telemetry;
-mod ticker;
 mod web_config;
 mod workload;
 mod zipf;

@@ -125,7 +125,7 @@ pub(crate) fn load(path: &Path) -> Result<WebSecurity, WebConfigError> {
             basic_auth_users: BTreeMap::new(),
         }
     } else {
-        serde_yaml::from_str(&text).map_err(|err| refuse("", err.to_string()))?
+        serde_norway::from_str(&text).map_err(|err| refuse("", err.to_string()))?
     };
     for (user, hash) in &file.basic_auth_users {
         // Parse now so a typo'd hash fails at start, not as 401s later.

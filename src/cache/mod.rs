@@ -46,7 +46,6 @@ pub(crate) use metrics::{CacheFamilies, CacheName};
 pub(crate) use semantic::{DimensionMismatch, SemanticIndex};
 
 use crate::config::{CacheConfig, SimilarityMode};
-use crate::ticker::{Missed, Ticker};
 
 /// The semantic index keeps at most this many cached queries' embeddings.
 const SEMANTIC_ROWS: usize = 10_000;
@@ -188,10 +187,8 @@ impl<S: Weigh + Clone + Send + Sync + 'static> CacheManager<S> {
             families,
             memory_pressure: AtomicBool::new(false),
         };
-        manager
-            .families
-            .pool_budget
-            .set(i64::try_from(budget).unwrap_or(i64::MAX));
+        // Built quietly: the budget and capacities are published by
+        // `maintain`, once this generation runs.
         manager
     }
 
@@ -204,6 +201,9 @@ impl<S: Weigh + Clone + Send + Sync + 'static> CacheManager<S> {
     /// Runs every cache's maintenance and refreshes the gauges. Returns the
     /// bytes held in total.
     pub(crate) async fn maintain(&self) -> u64 {
+        self.families
+            .pool_budget
+            .set(i64::try_from(self.budget.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
         let used = self.chat_history.maintain().await
             + self.similarity.maintain().await
             + self.embeddings.maintain().await;
@@ -215,7 +215,8 @@ impl<S: Weigh + Clone + Send + Sync + 'static> CacheManager<S> {
 
     /// Keeps the gauges fresh until `cancel`.
     pub(crate) async fn run_maintenance(self: Arc<Self>, cancel: CancellationToken) {
-        let mut every = Ticker::new(MAINTENANCE_INTERVAL, Missed::Skip, "cache maintenance");
+        let mut every = tokio::time::interval(MAINTENANCE_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         every.tick().await;
         loop {
             self.maintain().await;

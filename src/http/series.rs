@@ -6,13 +6,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::ticker::{Missed, Ticker};
 
 /// The resolution.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
@@ -79,16 +78,19 @@ impl Series {
 
     /// Samples `metrics` every [`INTERVAL`] until `cancel`.
     pub(crate) async fn run(self, metrics: Arc<Metrics>, cancel: CancellationToken) {
-        let mut previous: Option<Values> = None;
-        let mut every = Ticker::new(INTERVAL, Missed::Skip, "landing page sampler");
+        // Divided by the time that really passed: a tick skipped while the
+        // worker was busy makes the interval 20 s, not 10.
+        let mut previous: Option<(Instant, Values)> = None;
+        let mut every = tokio::time::interval(INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         every.tick().await;
         loop {
             if let Ok(text) = metrics.encode_prometheus_text() {
-                let now = Values::parse(&text);
-                if let Some(before) = &previous {
-                    self.push(sample(before, &now, INTERVAL.as_secs_f64()));
+                let (at, now) = (Instant::now(), Values::parse(&text));
+                if let Some((then, before)) = &previous {
+                    self.push(sample(before, &now, (at - *then).as_secs_f64()));
                 }
-                previous = Some(now);
+                previous = Some((at, now));
             }
             tokio::select! {
                 () = cancel.cancelled() => return,

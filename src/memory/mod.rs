@@ -29,7 +29,6 @@ use crate::cache::Pool;
 use crate::config::MemoryConfig;
 use crate::metrics::{label_values, register_sampled, Sampled};
 use crate::process::ProcessCollector;
-use crate::ticker::{Missed, Ticker};
 use sources::{parse_cgroup_value, parse_meminfo, parse_psi, parse_self_cgroup, CgroupPath, Psi};
 use verdict::{Direction, Rule, Verdict};
 
@@ -208,7 +207,8 @@ impl MemoryMonitor {
         // reload keeps the cache); start from what it is, so the first
         // verdict restores it if this monitor sees no pressure.
         let mut overall = self.cache.memory_pressure();
-        let mut every = Ticker::new(self.config.sample_interval, Missed::Skip, "memory monitor");
+        let mut every = tokio::time::interval(self.config.sample_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         every.tick().await;
         loop {
             let sample = self.sample();
