@@ -94,16 +94,23 @@ struct Parts {
     cleanup_on_exit: bool,
 }
 
+/// What a reload carries over from the running generation.
+#[derive(Default)]
+struct Kept {
+    /// The cache, when what it holds still means the same.
+    cache: Option<Arc<Caches>>,
+    /// The embedder, when its settings did not change: with its health,
+    /// which an OpenAI-compatible provider learns only from real calls.
+    embedder: Option<Arc<Embedder>>,
+}
+
 impl Parts {
-    /// Builds every part from `config`, reusing `cache` if given (a reload
-    /// that leaves `[cache]` alone keeps what is cached). Makes no backend
-    /// request.
-    fn build(
-        config: &Config,
-        families: &Families,
-        cache: Option<Arc<Caches>>,
-    ) -> anyhow::Result<Self> {
-        let cache = cache
+    /// Builds every part from `config`, reusing what `kept` holds. Makes no
+    /// backend request and publishes nothing: a generation that is built
+    /// may never run (a reload that fails further on).
+    fn build(config: &Config, families: &Families, kept: Kept) -> anyhow::Result<Self> {
+        let cache = kept
+            .cache
             .unwrap_or_else(|| Arc::new(CacheManager::new(&config.cache, families.cache.clone())));
         let redis = Arc::new(
             RedisBackend::new(
@@ -127,10 +134,13 @@ impl Parts {
             )
             .context("cannot set up the Chroma client")?,
         );
-        let embedder = Arc::new(
-            Embedder::new(&config.embeddings, families.backend.clone())
-                .context("cannot set up the embedder")?,
-        );
+        let embedder = match kept.embedder {
+            Some(embedder) => embedder,
+            None => Arc::new(
+                Embedder::new(&config.embeddings, families.backend.clone())
+                    .context("cannot set up the embedder")?,
+            ),
+        };
         let ops = Arc::new(Operations::new(
             config,
             redis.clone(),
@@ -168,6 +178,7 @@ impl Parts {
     /// Spawns the probe loops, the cache maintenance, the workload and the
     /// memory monitor.
     fn start(self) -> Running {
+        self.embedder.start();
         let cancel = CancellationToken::new();
         let mut loops = JoinSet::new();
         loops.spawn(self.redis.clone().run_probe(cancel.clone()));
@@ -177,6 +188,7 @@ impl Parts {
         loops.spawn(self.monitor.run(cancel.clone()));
         Running {
             cache: self.cache,
+            embedder: self.embedder,
             workload: self.workload,
             cleanup_on_exit: self.cleanup_on_exit,
             cancel,
@@ -188,6 +200,7 @@ impl Parts {
 /// One generation's loops, running.
 struct Running {
     cache: Arc<Caches>,
+    embedder: Arc<Embedder>,
     workload: Arc<Workload>,
     cleanup_on_exit: bool,
     cancel: CancellationToken,
@@ -276,7 +289,7 @@ impl App {
     /// `source` is what a reload reads.
     pub async fn build(config: Config, source: ConfigSource) -> anyhow::Result<Self> {
         let families = Families::register();
-        let parts = Parts::build(&config, &families, None)?;
+        let parts = Parts::build(&config, &families, Kept::default())?;
         let listener = TcpListener::bind(config.web.listen_address)
             .await
             .with_context(|| format!("cannot listen on {}", config.web.listen_address))?;
@@ -306,7 +319,8 @@ impl App {
     /// Runs each operation once against the configured backends, without
     /// serving HTTP, and reports.
     pub async fn once(config: Config) -> anyhow::Result<OnceOutcome> {
-        let parts = Parts::build(&config, &Families::register(), None)?;
+        let parts = Parts::build(&config, &Families::register(), Kept::default())?;
+        parts.embedder.start();
         let report = parts.workload.once().await;
         let ok = report.ok;
         let report = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
@@ -374,6 +388,7 @@ impl App {
             "listening"
         );
 
+        let mut reloads = ReloadOutcomes::default();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -389,13 +404,20 @@ impl App {
                         &web,
                     )
                     .await;
-                    self.families.metrics.last_reload_successful.set(i64::from(outcome.is_ok()));
+                    reloads.config_ok = outcome.is_ok();
+                    if outcome.is_ok() {
+                        // The reload handed the watcher a web config it
+                        // had just loaded.
+                        reloads.web_ok = true;
+                    }
+                    self.families.metrics.last_reload_successful.set(reloads.gauge());
                     let _ = reply.send(outcome);
                 }
                 Some(outcome) = web_changes.recv() => {
                     // The web config changed on disk; the watcher applied it
                     // or kept the running settings.
-                    self.families.metrics.last_reload_successful.set(i64::from(outcome.is_ok()));
+                    reloads.web_ok = outcome.is_ok();
+                    self.families.metrics.last_reload_successful.set(reloads.gauge());
                 }
             }
         }
@@ -406,6 +428,32 @@ impl App {
         let running = running.stop().await;
         running.cleanup().await;
         server.await.context("the HTTP server panicked")
+    }
+}
+
+/// What `llmcache_config_last_reload_successful` says: the last reload of
+/// the configuration and the last change of the web config on disk both
+/// loaded. A renewed certificate seen by the watcher does not clear a
+/// refused `SIGHUP`, nor the other way round; a successful reload reloads
+/// both.
+#[derive(Debug, Clone, Copy)]
+struct ReloadOutcomes {
+    config_ok: bool,
+    web_ok: bool,
+}
+
+impl Default for ReloadOutcomes {
+    fn default() -> Self {
+        Self {
+            config_ok: true,
+            web_ok: true,
+        }
+    }
+}
+
+impl ReloadOutcomes {
+    fn gauge(self) -> i64 {
+        i64::from(self.config_ok && self.web_ok)
     }
 }
 
@@ -429,8 +477,11 @@ async fn reload(
         Ok(next) => next,
         Err(err) => return (running, refused(err.to_string())),
     };
-    let keep_cache = cache_still_valid(config, &next).then(|| running.cache.clone());
-    let parts = match Parts::build(&next, families, keep_cache) {
+    let kept = Kept {
+        cache: cache_still_valid(config, &next).then(|| running.cache.clone()),
+        embedder: (config.embeddings == next.embeddings).then(|| running.embedder.clone()),
+    };
+    let parts = match Parts::build(&next, families, kept) {
         Ok(parts) => parts,
         Err(err) => return (running, refused(format!("{err:#}"))),
     };

@@ -199,7 +199,8 @@ const OUTAGE_BUCKETS: [f64; 13] = [
 ];
 
 /// Each backend's current outage, as seen by its requests: from the first
-/// failed request to the first success after it.
+/// failed request to the first success of a request sent after it began (a
+/// reply to a request sent before the outage is old news).
 #[derive(Debug)]
 struct Outages {
     epoch: Instant,
@@ -211,21 +212,31 @@ struct Outages {
 
 impl Outages {
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
+        self.at(Instant::now())
     }
 
-    fn record(&self, backend: Backend, failed: bool) {
+    /// `instant` as nanoseconds since `epoch`, plus one.
+    fn at(&self, instant: Instant) -> u64 {
+        let since = instant.saturating_duration_since(self.epoch);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// A request sent at `sent` just failed, or succeeded.
+    fn record(&self, backend: Backend, sent: Instant, failed: bool) {
         let started = &self.started[backend as usize];
         if failed {
             let _ = started.compare_exchange(0, self.now(), Ordering::Relaxed, Ordering::Relaxed);
-        } else {
-            let began = started.swap(0, Ordering::Relaxed);
-            if began != 0 {
-                let seconds = self.now().saturating_sub(began) as f64 / 1e9;
-                self.lengths
-                    .get_or_create(&BackendLabels { backend })
-                    .observe(seconds);
-            }
+            return;
+        }
+        let sent = self.at(sent);
+        let ended = started.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |began| {
+            (began != 0 && sent >= began).then_some(0)
+        });
+        if let Ok(began) = ended {
+            let seconds = self.now().saturating_sub(began) as f64 / 1e9;
+            self.lengths
+                .get_or_create(&BackendLabels { backend })
+                .observe(seconds);
         }
     }
 
@@ -312,19 +323,20 @@ impl BackendMetrics {
             .set(i64::from(up));
     }
 
-    /// Records one request: its latency, and whether it begins or ends an
-    /// outage.
+    /// Records one request, sent at `sent`: its latency, and whether it
+    /// begins or ends an outage.
     pub(crate) fn observe<R: RequestLabel, T>(
         &self,
         request: R,
-        elapsed: Duration,
+        sent: Instant,
         result: &Result<T, BackendError>,
     ) {
+        let elapsed = sent.elapsed();
         let failed = result
             .as_ref()
             .err()
             .is_some_and(|err| err.kind.is_outage());
-        self.outages.record(R::BACKEND, failed);
+        self.outages.record(R::BACKEND, sent, failed);
         if !request.timed() {
             return;
         }
@@ -335,5 +347,43 @@ impl BackendMetrics {
         self.request_duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outages() -> Outages {
+        Outages {
+            epoch: Instant::now(),
+            started: Default::default(),
+            lengths: Family::new_with_constructor(|| Histogram::new(OUTAGE_BUCKETS)),
+        }
+    }
+
+    #[test]
+    fn a_reply_to_a_request_sent_before_the_outage_does_not_end_it() {
+        let outages = outages();
+        let early = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        outages.record(Backend::Redis, Instant::now(), true);
+        // Sent before the outage began, answered after: old news.
+        outages.record(Backend::Redis, early, false);
+        assert!(outages.current(Backend::Redis) > 0.0);
+        // Sent after: the outage is over, and counted once.
+        outages.record(Backend::Redis, Instant::now(), false);
+        assert_eq!(outages.current(Backend::Redis), 0.0);
+        let labels = BackendLabels {
+            backend: Backend::Redis,
+        };
+        let mut text = String::new();
+        let mut registry = Registry::default();
+        registry.register("outage", "", outages.lengths.clone());
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("outage_count{backend=\"redis\"} 1"),
+            "{text} {labels:?}"
+        );
     }
 }

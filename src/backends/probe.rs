@@ -4,7 +4,7 @@
 //! the one loop ([`probe_loop`]) every [`Probe`] runs in.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -71,27 +71,62 @@ pub(crate) fn millis_since(start: Instant) -> f64 {
 
 /// Publishes one backend's health: its `/health` section and
 /// `llmcache_backend_up{backend}`, always together.
+///
+/// Building one publishes nothing (a reload may build a generation that
+/// never runs): `backend_up` keeps what the running generation said until
+/// this one's first verdict, or its [`HealthPublisher::start`].
 #[derive(Clone, Debug)]
 pub(crate) struct HealthPublisher {
     backend: Backend,
     metrics: BackendMetrics,
     sender: Arc<watch::Sender<ComponentHealth>>,
+    published: Arc<Mutex<Published>>,
+}
+
+/// What was last published, and when it last flipped between up and down.
+#[derive(Debug)]
+struct Published {
+    up: Option<bool>,
+    flipped: Instant,
 }
 
 impl HealthPublisher {
-    /// Starts at `initial`.
+    /// Holds `initial` for `/health`; publishes nothing yet.
     pub(crate) fn new(backend: Backend, metrics: BackendMetrics, initial: ComponentHealth) -> Self {
-        metrics.set_up(backend, initial.is_up());
         Self {
             backend,
             metrics,
             sender: Arc::new(watch::Sender::new(initial)),
+            published: Arc::new(Mutex::new(Published {
+                up: None,
+                flipped: Instant::now(),
+            })),
         }
     }
 
-    /// Publishes `health`; returns whether the backend is up.
-    pub(crate) fn publish(&self, health: ComponentHealth) -> bool {
+    /// Publishes the state held now, for a component whose state is known
+    /// without asking (the hash embedder), when its generation starts.
+    pub(crate) fn start(&self) {
+        let current = self.sender.borrow().clone();
+        self.publish(current, Instant::now());
+    }
+
+    /// Publishes `health`, the verdict of a request sent at `sent`; returns
+    /// whether the backend is up. Old news changes nothing: a verdict that
+    /// would flip the state, from a request sent before the state last
+    /// flipped, is dropped (a timeout that ends late after a newer success).
+    pub(crate) fn publish(&self, health: ComponentHealth, sent: Instant) -> bool {
         let up = health.is_up();
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(was) = published.up.filter(|was| *was != up) {
+            if sent < published.flipped {
+                return was;
+            }
+        }
+        if published.up != Some(up) {
+            published.up = Some(up);
+            published.flipped = Instant::now();
+        }
         self.metrics.set_up(self.backend, up);
         self.sender.send_replace(health);
         up
@@ -163,7 +198,8 @@ pub(crate) async fn probe_loop(
     let mut backoff = Backoff::default();
     let mut was_up = None;
     loop {
-        let up = health.publish(probe.probe().await);
+        let sent = Instant::now();
+        let up = health.publish(probe.probe().await, sent);
         if was_up != Some(up) {
             let (backend, endpoint) = (health.backend.as_str(), probe.endpoint());
             let details = health.details();
@@ -190,6 +226,53 @@ pub(crate) async fn probe_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::registry::Registry;
+
+    fn up_series(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("backend_up{backend=\"embeddings\"}"))
+            .unwrap_or_else(|| panic!("no embeddings backend_up in\n{text}"))
+            .to_owned()
+    }
+
+    #[test]
+    fn building_a_publisher_publishes_nothing_and_old_news_flips_nothing() {
+        let mut registry = Registry::default();
+        let metrics = BackendMetrics::register(&mut registry);
+        let running = HealthPublisher::new(
+            Backend::Embeddings,
+            metrics.clone(),
+            ComponentHealth::new(Status::Healthy, "running".into(), None),
+        );
+        running.start();
+        assert!(up_series(&registry).ends_with(" 1"));
+        // A new generation, built and never started: nothing changes.
+        let _built = HealthPublisher::new(
+            Backend::Embeddings,
+            metrics.clone(),
+            ComponentHealth::starting(),
+        );
+        assert!(up_series(&registry).ends_with(" 1"));
+
+        // A slow request sent first fails last: it does not undo a newer
+        // success.
+        let slow_sent = Instant::now();
+        running.publish(ComponentHealth::down("fails".into()), Instant::now());
+        assert!(up_series(&registry).ends_with(" 0"));
+        let fast_sent = Instant::now();
+        assert!(running.publish(
+            ComponentHealth::new(Status::Healthy, "ok".into(), None),
+            fast_sent
+        ));
+        assert!(running.publish(ComponentHealth::down("timeout".into()), slow_sent));
+        assert!(up_series(&registry).ends_with(" 1"));
+        assert_eq!(running.details(), "ok");
+        // News from a request sent after the flip does count.
+        assert!(!running.publish(ComponentHealth::down("down".into()), Instant::now()));
+        assert!(up_series(&registry).ends_with(" 0"));
+    }
 
     #[test]
     fn backoff_doubles_to_a_cap_with_jitter_and_resets() {

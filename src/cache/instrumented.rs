@@ -243,9 +243,8 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
         freshness: Freshness,
         metrics: CacheMetrics,
     ) -> Self {
-        metrics
-            .capacity
-            .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        // Nothing is published here: a reload may build a cache that never
+        // runs. The gauges are written by `maintain`, from `start` on.
         Self {
             name,
             ttl,
@@ -530,6 +529,9 @@ impl<V: Weigh + Clone + Send + Sync + 'static> InstrumentedCache<V> {
 
     fn publish(&self, cache: &Cache<String, Stamped<V>>) -> u64 {
         let bytes = cache.weighted_size();
+        self.metrics
+            .capacity
+            .set(i64::try_from(self.capacity.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
         self.metrics
             .entries
             .set(i64::try_from(cache.entry_count()).unwrap_or(i64::MAX));

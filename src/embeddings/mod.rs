@@ -112,6 +112,12 @@ impl Embedder {
         })
     }
 
+    /// Publishes the state it was built with (the hash embedder is healthy
+    /// from the start), once its generation runs.
+    pub(crate) fn start(&self) {
+        self.health.start();
+    }
+
     /// The health last published.
     pub(crate) fn health(&self) -> watch::Receiver<ComponentHealth> {
         self.health.subscribe()
@@ -125,9 +131,9 @@ impl Embedder {
         let start = Instant::now();
         let result = self.request(http, url, model, text).await;
         self.metrics
-            .observe(EmbeddingsRequest::Embed, start.elapsed(), &result);
+            .observe(EmbeddingsRequest::Embed, start, &result);
         let host = url.host_str().unwrap_or("?");
-        self.health.publish(match &result {
+        let verdict = match &result {
             Ok(_) => ComponentHealth::new(
                 Status::Healthy,
                 format!(
@@ -140,7 +146,8 @@ impl Embedder {
                 "openai provider ({model}) at {host} failed ({}): {err}",
                 err.kind.as_str()
             )),
-        });
+        };
+        self.health.publish(verdict, start);
         result
     }
 

@@ -9,8 +9,8 @@
 //! at most one core. An unknown user is checked against a dummy hash so that
 //! timing does not reveal which users exist.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
@@ -19,9 +19,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
-/// Verdicts kept; the cache is emptied when it fills (a reload or a guessing
-/// run can fill it, steady scrapers never will).
-const VERDICTS_MAX: usize = 1024;
+/// Verdicts kept. Past it moka's TinyLFU admission keeps the verdicts used
+/// often (every scraper's, on every scrape) and turns away one-off guesses,
+/// so a burst of guessed passwords cannot evict the valid ones.
+const VERDICTS_MAX: u64 = 1024;
 
 /// A bcrypt hash (cost 10) of a random password, for unknown users.
 const DUMMY_HASH: &str = "$2b$10$0xzBfTH4opW18La.IxYfmeZdHA9LTx4pNAq.dY0fxew2uo4XtdFmW";
@@ -29,11 +30,21 @@ const DUMMY_HASH: &str = "$2b$10$0xzBfTH4opW18La.IxYfmeZdHA9LTx4pNAq.dY0fxew2uo4
 type Digest = [u8; 32];
 
 /// The users and the verdict cache. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct BasicAuth {
     users: Arc<ArcSwap<BTreeMap<String, String>>>,
-    verdicts: Arc<Mutex<HashMap<Digest, bool>>>,
+    verdicts: moka::future::Cache<Digest, bool>,
     bcrypt: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Default for BasicAuth {
+    fn default() -> Self {
+        Self {
+            users: Arc::default(),
+            verdicts: moka::future::Cache::new(VERDICTS_MAX),
+            bcrypt: Arc::default(),
+        }
+    }
 }
 
 impl BasicAuth {
@@ -62,12 +73,12 @@ impl BasicAuth {
             None => (DUMMY_HASH, false),
         };
         let key = digest(&user, hash, &password);
-        if let Some(verdict) = self.lookup(&key) {
+        if let Some(verdict) = self.verdicts.get(&key).await {
             return verdict && known;
         }
         let _one_at_a_time = self.bcrypt.lock().await;
         // Another request may have settled it while this one waited.
-        if let Some(verdict) = self.lookup(&key) {
+        if let Some(verdict) = self.verdicts.get(&key).await {
             return verdict && known;
         }
         let hash = hash.to_owned();
@@ -76,17 +87,8 @@ impl BasicAuth {
         })
         .await
         .unwrap_or(false);
-        let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
-        if verdicts.len() >= VERDICTS_MAX {
-            verdicts.clear();
-        }
-        verdicts.insert(key, verdict);
+        self.verdicts.insert(key, verdict).await;
         verdict && known
-    }
-
-    fn lookup(&self, key: &Digest) -> Option<bool> {
-        let verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
-        verdicts.get(key).copied()
     }
 }
 
@@ -176,7 +178,8 @@ mod tests {
         for _ in 0..50 {
             assert!(auth.allows(&basic("alice", "one")).await);
         }
-        assert_eq!(auth.verdicts.lock().unwrap().len(), 1);
+        auth.verdicts.run_pending_tasks().await;
+        assert_eq!(auth.verdicts.entry_count(), 1);
         // A reload that changes the password takes effect at once.
         auth.set_users(BTreeMap::from([(
             "alice".to_owned(),
@@ -184,6 +187,29 @@ mod tests {
         )]));
         assert!(!auth.allows(&basic("alice", "one")).await);
         assert!(auth.allows(&basic("alice", "two")).await);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_guesses_does_not_evict_a_scrapers_verdict() {
+        let auth = BasicAuth::new(BTreeMap::from([(
+            "prometheus".to_owned(),
+            bcrypt::hash("pw", 4).unwrap(),
+        )]));
+        // A scraper that has been scraping for a while.
+        for _ in 0..20 {
+            assert!(auth.allows(&basic("prometheus", "pw")).await);
+        }
+        let users = auth.users.load_full();
+        let valid = digest("prometheus", &users["prometheus"], "pw");
+        // Four times the cache's size in one-off guesses; inserted directly,
+        // as bcrypt would take minutes.
+        for guess in 0..4 * VERDICTS_MAX {
+            let key = digest("prometheus", &users["prometheus"], &guess.to_string());
+            auth.verdicts.insert(key, false).await;
+        }
+        auth.verdicts.run_pending_tasks().await;
+        assert!(auth.verdicts.entry_count() <= VERDICTS_MAX);
+        assert_eq!(auth.verdicts.get(&valid).await, Some(true));
     }
 
     #[tokio::test]

@@ -79,6 +79,9 @@ impl Running {
         let redis = watch::Sender::new(None);
         let monitor = MemoryMonitor::new(&config.memory, pool.clone(), redis.subscribe(), metrics);
         let cancel = CancellationToken::new();
+        // As the app starts a generation: the pool publishes its gauges
+        // from its maintenance loop.
+        tokio::spawn(pool.clone().run_maintenance(cancel.clone()));
         tokio::spawn(monitor.run(cancel.clone()));
         Self {
             pool,

@@ -3,9 +3,10 @@
 //!
 //! Latency is measured from each operation's *scheduled* start, like wrk2, so
 //! a stalled backend shows up as the latency users would see instead of
-//! hiding behind a slowed-down client (coordinated omission). tokio's timer
-//! fires on millisecond boundaries, so an operation may start up to 1 ms after
-//! its slot even when nothing is wrong; that much lateness is forgiven (see
+//! hiding behind a slowed-down client (coordinated omission). Below 1,500/s
+//! the ticks come from tokio's interval, whose timer has millisecond
+//! resolution, so an operation may start up to 1 ms after its slot even when
+//! nothing is wrong; that much lateness is forgiven (see
 //! [`measured_from`]) and anything beyond it is counted. At most
 //! `workload.concurrency` operations are in flight; a tick that finds them all
 //! busy waits for a slot only within that same timer slack, and is otherwise
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -89,13 +91,14 @@ impl Workload {
                 self.metrics.skipped.inc();
                 continue;
             };
-            self.metrics.inflight.inc();
+            let inflight = InFlight::start(&self.metrics.inflight);
             let workload = self.clone();
             let from = measured_from(tick, Instant::now());
             running.spawn(async move {
+                // Dropped with the task however it ends: finished, aborted
+                // at a stop, or dropped with its JoinSet.
+                let _held = (inflight, slot);
                 let _ = workload.execute(&op, from).await;
-                workload.metrics.inflight.dec();
-                drop(slot);
             });
         }
         let drained = tokio::time::timeout(self.drain_timeout, async {
@@ -220,6 +223,22 @@ impl Workload {
     }
 }
 
+/// One operation counted in `llmcache_workload_inflight` until dropped.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn start(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The resolution of tokio's timer: ticks can fire this late with nothing wrong.
 const TIMER_SLACK: Duration = Duration::from_millis(1);
 
@@ -257,6 +276,23 @@ pub(crate) struct OnceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_aborted_operation_leaves_the_inflight_gauge() {
+        let gauge = Gauge::default();
+        let mut tasks = JoinSet::new();
+        for _ in 0..3 {
+            let held = InFlight::start(&gauge);
+            tasks.spawn(async move {
+                let _held = held;
+                std::future::pending::<()>().await;
+            });
+        }
+        assert_eq!(gauge.get(), 3);
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        assert_eq!(gauge.get(), 0);
+    }
 
     #[test]
     fn timer_granularity_is_forgiven_and_real_lateness_is_counted() {

@@ -579,6 +579,43 @@ async fn a_redis_full_under_noeviction_answers_ping_and_refuses_writes_with_oom(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_refusals_to_another_client_count_as_server_errors_of_that_node() {
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
+    let chroma = ChromaServer::start();
+    // The canary only reads, so every OOM below went to another client.
+    let config = format!(
+        "[workload]\nrate = 20.0\n[workload.mix]\nget_chat_history = 1\nstore_chat_entry = 0\n\
+         query_similar_memories = 0\nstore_memory = 0\n[redis]\nurl = \"{}\"\n",
+        redis.url()
+    );
+    let (app, _dir) = start_app(&chroma, &config).await;
+    let node = format!("127.0.0.1:{}", redis.port);
+    let info = format!(
+        r#"llmcache_redis_info{{node="{node}",version="7.0.15",role="master",maxmemory_policy="noeviction"}}"#
+    );
+    app.wait_for_metric(&info, 1.0, Duration::from_secs(15))
+        .await;
+    let oom = format!(r#"llmcache_redis_server_errors_total{{node="{node}",code="OOM"}}"#);
+    assert_eq!(app.metric(&oom).await, None, "no OOM yet");
+    // Each fill ends at its first refusal.
+    for _ in 0..5 {
+        redis.fill_until_oom();
+    }
+    let refused = app
+        .wait_for_at_least(&oom, 5.0, Duration::from_secs(15))
+        .await;
+    let text = app.metrics().await;
+    assert_eq!(
+        series(&text, r#"llmcache_redis_error_replies_total{code="OOM"}"#),
+        0.0,
+        "the canary itself was refused nothing"
+    );
+    assert!(refused >= 5.0, "{text}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_evicted_under_an_evicting_policy_count_as_lost_and_healthy_reads_do_not() {
     let redis =
         RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-random"]);
@@ -616,7 +653,10 @@ async fn keys_evicted_under_an_evicting_policy_count_as_lost_and_healthy_reads_d
     .await;
     // The probe samples INFO on its own schedule.
     app.wait_for_at_least(
-        "llmcache_redis_evicted_keys_total",
+        &format!(
+            r#"llmcache_redis_evicted_keys_total{{node="127.0.0.1:{}"}}"#,
+            redis.port
+        ),
         1.0,
         Duration::from_secs(30),
     )

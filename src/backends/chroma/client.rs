@@ -340,7 +340,7 @@ impl ChromaClient {
     ) -> Result<T, BackendError> {
         let start = Instant::now();
         let result = self.send(method, url, body).await;
-        self.metrics.observe(request, start.elapsed(), &result);
+        self.metrics.observe(request, start, &result);
         result
     }
 

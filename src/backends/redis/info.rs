@@ -13,6 +13,16 @@ pub(crate) struct RedisInfo {
     pub(crate) evicted_keys: Option<u64>,
     /// Replicas attached to this node.
     pub(crate) connected_slaves: Option<u64>,
+    /// `master` or `slave`, as INFO spells it.
+    pub(crate) role: Option<String>,
+    pub(crate) maxmemory_policy: Option<String>,
+    /// `errorstat_CODE:count=N`: the error replies this node sent to every
+    /// client since it started (or `CONFIG RESETSTAT`), by code.
+    pub(crate) errorstats: Vec<(String, u64)>,
+}
+
+fn word(value: &str) -> Option<String> {
+    Some(value.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 /// Parses `INFO` text: `# Section` headers, `field:value` lines, `\r\n` or
@@ -29,16 +39,26 @@ pub(crate) fn parse_info(text: &str) -> RedisInfo {
         };
         let number = || value.trim().parse::<u64>().ok();
         match field.trim() {
-            "redis_version" => {
-                info.redis_version = Some(value.trim().to_owned()).filter(|v| !v.is_empty())
-            }
+            "redis_version" => info.redis_version = word(value),
             "used_memory" => info.used_memory = number(),
             "maxmemory" => info.maxmemory = number(),
             "keyspace_hits" => info.keyspace_hits = number(),
             "keyspace_misses" => info.keyspace_misses = number(),
             "evicted_keys" => info.evicted_keys = number(),
             "connected_slaves" => info.connected_slaves = number(),
-            _ => {}
+            "role" => info.role = word(value),
+            "maxmemory_policy" => info.maxmemory_policy = word(value),
+            field => {
+                if let Some(code) = field.strip_prefix("errorstat_") {
+                    let count = value
+                        .split(',')
+                        .find_map(|part| part.trim().strip_prefix("count="))
+                        .and_then(|n| n.parse().ok());
+                    if let Some(count) = count {
+                        info.errorstats.push((code.to_owned(), count));
+                    }
+                }
+            }
         }
     }
     info
@@ -48,7 +68,7 @@ pub(crate) fn parse_info(text: &str) -> RedisInfo {
 mod tests {
     use super::*;
 
-    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\n\r\n# Stats\r\nkeyspace_hits:42\r\nkeyspace_misses:7\r\nevicted_keys:3\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:2\r\n";
+    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\n\r\n# Stats\r\nkeyspace_hits:42\r\nkeyspace_misses:7\r\nevicted_keys:3\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\r\n# Errorstats\r\nerrorstat_ERR:count=4\r\nerrorstat_OOM:count=12\r\nerrorstat_WRONGTYPE:count=1\r\n";
 
     #[test]
     fn parses_the_fields_we_export_from_crlf_text() {
@@ -63,6 +83,13 @@ mod tests {
                 keyspace_misses: Some(7),
                 evicted_keys: Some(3),
                 connected_slaves: Some(2),
+                role: Some("master".into()),
+                maxmemory_policy: Some("noeviction".into()),
+                errorstats: vec![
+                    ("ERR".into(), 4),
+                    ("OOM".into(), 12),
+                    ("WRONGTYPE".into(), 1)
+                ],
             }
         );
     }

@@ -1,39 +1,37 @@
 //! Redis, through the `redis` crate, as production runs it: one node,
-//! Sentinel or Cluster ([`connection`]). Here: the few commands the daemon
-//! sends, each with a timeout and classified errors (with Redis's error code
-//! counted in `llmcache_redis_error_replies_total`), the cleanup on every
-//! master, and the probe: PING and `INFO` on every master, the topology, and
-//! the `llmcache_redis_*` series ([`RedisMetrics`]).
+//! Sentinel or Cluster ([`connection`]). Here, the client: the few commands
+//! the daemon sends, each with a timeout, behind the back-off [`gate`], with
+//! classified errors ([`codes`]); the cleanup on every master; and the
+//! probe: PING and `INFO` on every master and the topology, published as
+//! the `llmcache_redis_*` series ([`metrics`]).
 //!
 //! Nothing here connects at construction, so a Redis that is down at start is
 //! reported down, not a startup failure.
 
+mod codes;
 mod connection;
+mod gate;
 pub(crate) mod info;
+mod metrics;
 pub(crate) mod topology;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use info::{parse_info, RedisInfo};
+pub(crate) use metrics::RedisMetrics;
 
-use super::probe::{
-    millis_since, probe_loop, Backoff, ComponentHealth, HealthPublisher, Probe, Status,
-};
+use super::probe::{millis_since, probe_loop, ComponentHealth, HealthPublisher, Probe, Status};
 use super::{request_labels, Backend, BackendError, BackendMetrics, ErrorKind};
 use crate::config::RedisConfig;
-use crate::metrics::{label_values, register_sampled, Sampled};
 use crate::secret::Secret;
+use codes::{classify, ReplyCode};
 use connection::Nodes;
+use gate::Gate;
+use metrics::CodeLabels;
 
 request_labels! {
     /// A request to Redis, as the `request` label spells it.
@@ -48,192 +46,6 @@ request_labels! {
     }
 }
 
-label_values! {
-    /// A Redis error reply's code, as the `code` label spells it.
-    pub(crate) enum ReplyCode {
-        ReadOnly => "READONLY",
-        Oom => "OOM",
-        NoPerm => "NOPERM",
-        NoAuth => "NOAUTH",
-        WrongPass => "WRONGPASS",
-        Moved => "MOVED",
-        Ask => "ASK",
-        TryAgain => "TRYAGAIN",
-        ClusterDown => "CLUSTERDOWN",
-        Loading => "LOADING",
-        MasterDown => "MASTERDOWN",
-        Busy => "BUSY",
-        ExecAbort => "EXECABORT",
-        Other => "other",
-    }
-}
-
-impl ReplyCode {
-    fn of(code: &str) -> Self {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|known| known.as_str() == code)
-            .unwrap_or(Self::Other)
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NodeLabels {
-    node: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RoleLabels {
-    role: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CodeLabels {
-    code: ReplyCode,
-}
-
-/// The `llmcache_redis_*` series.
-#[derive(Clone, Debug)]
-pub(crate) struct RedisMetrics {
-    used_memory: Family<NodeLabels, Gauge>,
-    maxmemory: Family<NodeLabels, Gauge>,
-    nodes: Family<RoleLabels, Gauge>,
-    master_changes: Counter,
-    error_replies: Family<CodeLabels, Counter>,
-    lost_keys: Counter,
-    keyspace_hits: Sampled,
-    keyspace_misses: Sampled,
-    evicted_keys: Sampled,
-}
-
-impl RedisMetrics {
-    /// Registers the series under `registry` (the `llmcache_redis_` prefix).
-    pub(crate) fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            used_memory: Family::default(),
-            maxmemory: Family::default(),
-            nodes: Family::default(),
-            master_changes: Counter::default(),
-            error_replies: Family::default(),
-            lost_keys: Counter::default(),
-            keyspace_hits: register_sampled(
-                registry,
-                "keyspace_hits",
-                "Redis keyspace_hits from INFO, summed over the masters",
-                None,
-                MetricType::Counter,
-            ),
-            keyspace_misses: register_sampled(
-                registry,
-                "keyspace_misses",
-                "Redis keyspace_misses from INFO, summed over the masters",
-                None,
-                MetricType::Counter,
-            ),
-            evicted_keys: register_sampled(
-                registry,
-                "evicted_keys",
-                "Redis evicted_keys from INFO, summed over the masters",
-                None,
-                MetricType::Counter,
-            ),
-        };
-        for code in ReplyCode::ALL {
-            let _ = metrics
-                .error_replies
-                .get_or_create(&CodeLabels { code: *code });
-        }
-        registry.register_with_unit(
-            "used_memory",
-            "Redis used_memory from INFO, per master",
-            Unit::Bytes,
-            metrics.used_memory.clone(),
-        );
-        registry.register_with_unit(
-            "maxmemory",
-            "Redis maxmemory from INFO, per master; 0 means no limit",
-            Unit::Bytes,
-            metrics.maxmemory.clone(),
-        );
-        registry.register("nodes", "Redis nodes seen, by role", metrics.nodes.clone());
-        registry.register(
-            "master_changes",
-            "A new master address for the Sentinel master, or a new owner of cluster slots",
-            metrics.master_changes.clone(),
-        );
-        registry.register(
-            "error_replies",
-            "Error replies from Redis, by error code",
-            metrics.error_replies.clone(),
-        );
-        registry.register(
-            "lost_keys",
-            "Chat histories the canary wrote and found gone before their TTL: evicted, or deleted by someone else",
-            metrics.lost_keys.clone(),
-        );
-        metrics
-    }
-
-    /// The INFO of every master that answered; the series of the others
-    /// (and of nodes no longer there) vanish.
-    fn update(&self, masters: &[(String, RedisInfo)], replicas: usize) {
-        self.used_memory.clear();
-        self.maxmemory.clear();
-        for (node, info) in masters {
-            let labels = NodeLabels { node: node.clone() };
-            if let Some(used) = info.used_memory {
-                self.used_memory.get_or_create(&labels).set(clamp(used));
-            }
-            if let Some(max) = info.maxmemory {
-                self.maxmemory.get_or_create(&labels).set(clamp(max));
-            }
-        }
-        let sum = |field: fn(&RedisInfo) -> Option<u64>| {
-            masters
-                .iter()
-                .map(|(_, info)| field(info))
-                .sum::<Option<u64>>()
-                .map(|n| n as f64)
-        };
-        set_or_clear(&self.keyspace_hits, sum(|i| i.keyspace_hits));
-        set_or_clear(&self.keyspace_misses, sum(|i| i.keyspace_misses));
-        set_or_clear(&self.evicted_keys, sum(|i| i.evicted_keys));
-        self.nodes
-            .get_or_create(&RoleLabels { role: "master" })
-            .set(clamp(masters.len() as u64));
-        self.nodes
-            .get_or_create(&RoleLabels { role: "replica" })
-            .set(clamp(replicas as u64));
-    }
-
-    fn clear(&self) {
-        self.update(&[], 0);
-        self.nodes.clear();
-    }
-}
-
-fn clamp(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn set_or_clear(sampled: &Sampled, value: Option<f64>) {
-    match value {
-        Some(value) => sampled.set(value),
-        None => sampled.clear(),
-    }
-}
-
-/// After a failed connection, requests fail fast for a back-off, so a down
-/// Redis is not hammered at the workload's rate. Probes always try, and in
-/// cluster mode nothing is gated: one master down says nothing of the
-/// others, and the crate retries and refreshes its slot map itself.
-#[derive(Default)]
-struct Gate {
-    backoff: Backoff,
-    closed: Option<(Instant, BackendError)>,
-}
-
 /// The Redis clients and their probe state.
 pub(crate) struct RedisBackend {
     nodes: Nodes,
@@ -245,7 +57,7 @@ pub(crate) struct RedisBackend {
     redis: RedisMetrics,
     health: HealthPublisher,
     info: watch::Sender<Option<RedisInfo>>,
-    gate: Mutex<Gate>,
+    gate: Gate,
 }
 
 impl RedisBackend {
@@ -288,7 +100,7 @@ impl RedisBackend {
             metrics,
             redis,
             info: watch::Sender::new(None),
-            gate: Mutex::new(Gate::default()),
+            gate: Gate::default(),
         })
     }
 
@@ -303,23 +115,19 @@ impl RedisBackend {
         self.info.subscribe()
     }
 
-    /// Runs `request` with the request timeout, unless the gate is closed;
-    /// records its latency and outcome, counts error codes, and lets a
-    /// sentinel master go after a `READONLY` or a broken connection.
+    /// Runs `request` with the request timeout, unless `gated` and the gate
+    /// is closed (then nothing is sent, and nothing recorded as a backend
+    /// request); records its latency and outcome, counts error codes, and
+    /// lets a sentinel master go after a `READONLY` or a broken connection.
     async fn call<T>(
         &self,
         request: RedisRequest,
         gated: bool,
         send: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, BackendError> {
-        let gated = gated && !self.nodes.is_cluster();
-        if gated {
-            let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((until, err)) = &gate.closed {
-                if Instant::now() < *until {
-                    return Err(err.clone());
-                }
-            }
+        let gate = !self.nodes.is_cluster();
+        if gated && gate {
+            self.gate.admit()?;
         }
         let start = Instant::now();
         let result = match tokio::time::timeout(self.timeout, send).await {
@@ -339,24 +147,16 @@ impl RedisBackend {
                 Err(error)
             }
         };
-        self.metrics.observe(request, start.elapsed(), &result);
-        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-        match &result {
-            Err(err) if gated && err.kind == ErrorKind::Connection => {
-                let delay = gate.backoff.next_delay();
-                gate.closed = Some((Instant::now() + delay, err.clone()));
-            }
-            _ => {
-                gate.backoff.reset();
-                gate.closed = None;
-            }
+        self.metrics.observe(request, start, &result);
+        if gate {
+            self.gate.record(&result);
         }
         result
     }
 
     /// One of the canary's keys was found gone before its TTL.
     pub(crate) fn count_lost_key(&self) {
-        self.redis.lost_keys.inc();
+        self.redis.count_lost_key();
     }
 
     /// `LRANGE key start stop`.
@@ -564,77 +364,5 @@ fn used_ratio(info: &RedisInfo) -> f64 {
     match (info.used_memory, info.maxmemory) {
         (Some(used), Some(max)) if max > 0 => used as f64 / max as f64,
         _ => 0.0,
-    }
-}
-
-/// What a `redis` crate error means for the canary: its `kind`, and the
-/// error codes in it, each once (an aborted `MULTI` carries the code that
-/// refused its commands, e.g. `OOM`). The message is scrubbed of `secrets`.
-fn classify(err: &redis::RedisError, secrets: &[Secret]) -> (BackendError, Vec<ReplyCode>) {
-    let mut codes: Vec<ReplyCode> = match err.clone().into_server_errors() {
-        Some(errors) => errors
-            .iter()
-            .map(|(_, e)| ReplyCode::of(e.code()))
-            .collect(),
-        None => err.code().map(ReplyCode::of).into_iter().collect(),
-    };
-    codes.sort();
-    codes.dedup();
-    let auth = |code: &ReplyCode| {
-        matches!(
-            code,
-            ReplyCode::NoAuth | ReplyCode::WrongPass | ReplyCode::NoPerm
-        )
-    };
-    use redis::ErrorKind as K;
-    let kind = if err.is_timeout() {
-        ErrorKind::Timeout
-    } else if codes.iter().any(auth) || err.kind() == K::AuthenticationFailed {
-        ErrorKind::Auth
-    } else if !codes.is_empty() {
-        ErrorKind::Server
-    } else if matches!(err.kind(), K::Parse | K::UnexpectedReturnType) {
-        ErrorKind::Protocol
-    } else {
-        ErrorKind::Connection
-    };
-    let mut message = err.to_string();
-    for secret in secrets {
-        message = secret.scrub(&message);
-    }
-    if message.contains("cluster support disabled") {
-        message = format!("--redis.mode cluster, but this node is not a cluster node: {message}");
-    }
-    if message.contains("CaUsedAsEndEntity") {
-        message.push_str(
-            " (the server's certificate is itself a CA certificate: sign a leaf certificate \
-             with a CA, as Redis's gen-test-certs.sh does; see the README's TLS section)",
-        );
-    }
-    (BackendError::new(Backend::Redis, kind, message), codes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reply_codes_come_from_a_closed_set() {
-        assert_eq!(ReplyCode::of("OOM"), ReplyCode::Oom);
-        assert_eq!(ReplyCode::of("READONLY"), ReplyCode::ReadOnly);
-        assert_eq!(ReplyCode::of("ERR"), ReplyCode::Other);
-        assert_eq!(ReplyCode::of("oom"), ReplyCode::Other);
-    }
-
-    #[test]
-    fn auth_refusals_are_auth_and_secrets_are_scrubbed() {
-        let err = redis::RedisError::from((
-            redis::ErrorKind::AuthenticationFailed,
-            "Password authentication failed",
-            "hunter2 was refused".to_owned(),
-        ));
-        let (error, _) = classify(&err, &[Secret::new("hunter2")]);
-        assert_eq!(error.kind, ErrorKind::Auth);
-        assert!(!error.message.contains("hunter2"), "{}", error.message);
     }
 }
