@@ -5,23 +5,22 @@
 //! (a [`RequestLabel`] enum) and implements [`probe::Probe`].
 
 pub(crate) mod chroma;
+mod outages;
 pub(crate) mod probe;
 pub(crate) mod redis;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use reqwest::StatusCode;
 
 use crate::metrics::{label_values, latency_histogram};
+use outages::{OutageGauge, Outages};
 
 label_values! {
     /// A backend, as the `backend` label spells it.
@@ -193,83 +192,6 @@ struct RequestLabels {
     request: &'static str,
 }
 
-/// Outage lengths: 100 ms to 10 min.
-const OUTAGE_BUCKETS: [f64; 13] = [
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-];
-
-/// Each backend's current outage, as seen by its requests: from the first
-/// failed request to the first success of a request sent after it began (a
-/// reply to a request sent before the outage is old news).
-#[derive(Debug)]
-struct Outages {
-    epoch: Instant,
-    /// Per backend: nanoseconds since `epoch` at which the outage began,
-    /// plus one; 0 when there is none.
-    started: [AtomicU64; 3],
-    lengths: Family<BackendLabels, Histogram, fn() -> Histogram>,
-}
-
-impl Outages {
-    fn now(&self) -> u64 {
-        self.at(Instant::now())
-    }
-
-    /// `instant` as nanoseconds since `epoch`, plus one.
-    fn at(&self, instant: Instant) -> u64 {
-        let since = instant.saturating_duration_since(self.epoch);
-        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1) + 1
-    }
-
-    /// A request sent at `sent` just failed, or succeeded.
-    fn record(&self, backend: Backend, sent: Instant, failed: bool) {
-        let started = &self.started[backend as usize];
-        if failed {
-            let _ = started.compare_exchange(0, self.now(), Ordering::Relaxed, Ordering::Relaxed);
-            return;
-        }
-        let sent = self.at(sent);
-        let ended = started.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |began| {
-            (began != 0 && sent >= began).then_some(0)
-        });
-        if let Ok(began) = ended {
-            let seconds = self.now().saturating_sub(began) as f64 / 1e9;
-            self.lengths
-                .get_or_create(&BackendLabels { backend })
-                .observe(seconds);
-        }
-    }
-
-    /// The current outage's length, 0 when there is none.
-    fn current(&self, backend: Backend) -> f64 {
-        match self.started[backend as usize].load(Ordering::Relaxed) {
-            0 => 0.0,
-            began => self.now().saturating_sub(began) as f64 / 1e9,
-        }
-    }
-}
-
-/// `llmcache_backend_outage_seconds{backend}`, read at scrape time.
-#[derive(Debug)]
-struct OutageGauge(Arc<Outages>);
-
-impl Collector for OutageGauge {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let mut metric = encoder.encode_descriptor(
-            "backend_outage",
-            "Length of the backend's current outage as its requests see it; 0 when there is none",
-            Some(&Unit::Seconds),
-            MetricType::Gauge,
-        )?;
-        for backend in Backend::ALL {
-            let labels = BackendLabels { backend: *backend };
-            let gauge = ConstGauge::new(self.0.current(*backend));
-            gauge.encode(metric.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-}
-
 /// `llmcache_backend_up`, `llmcache_backend_request_duration_seconds` and
 /// the outage series.
 #[derive(Clone, Debug)]
@@ -285,11 +207,7 @@ impl BackendMetrics {
         let metrics = Self {
             up: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
-            outages: Arc::new(Outages {
-                epoch: Instant::now(),
-                started: Default::default(),
-                lengths: Family::new_with_constructor(|| Histogram::new(OUTAGE_BUCKETS)),
-            }),
+            outages: Arc::new(Outages::default()),
         };
         for backend in Backend::ALL {
             metrics.set_up(*backend, false);
@@ -309,7 +227,7 @@ impl BackendMetrics {
             "backend_outage_duration",
             "Each outage a backend's requests saw, from the first failure to the first success after it",
             Unit::Seconds,
-            metrics.outages.lengths.clone(),
+            metrics.outages.lengths(),
         );
         registry.register_collector(Box::new(OutageGauge(metrics.outages.clone())));
         metrics
@@ -336,7 +254,8 @@ impl BackendMetrics {
             .as_ref()
             .err()
             .is_some_and(|err| err.kind.is_outage());
-        self.outages.record(R::BACKEND, sent, failed);
+        self.outages
+            .record(R::BACKEND, sent, failed, Instant::now());
         if !request.timed() {
             return;
         }
@@ -347,43 +266,5 @@ impl BackendMetrics {
         self.request_duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn outages() -> Outages {
-        Outages {
-            epoch: Instant::now(),
-            started: Default::default(),
-            lengths: Family::new_with_constructor(|| Histogram::new(OUTAGE_BUCKETS)),
-        }
-    }
-
-    #[test]
-    fn a_reply_to_a_request_sent_before_the_outage_does_not_end_it() {
-        let outages = outages();
-        let early = Instant::now();
-        std::thread::sleep(Duration::from_millis(2));
-        outages.record(Backend::Redis, Instant::now(), true);
-        // Sent before the outage began, answered after: old news.
-        outages.record(Backend::Redis, early, false);
-        assert!(outages.current(Backend::Redis) > 0.0);
-        // Sent after: the outage is over, and counted once.
-        outages.record(Backend::Redis, Instant::now(), false);
-        assert_eq!(outages.current(Backend::Redis), 0.0);
-        let labels = BackendLabels {
-            backend: Backend::Redis,
-        };
-        let mut text = String::new();
-        let mut registry = Registry::default();
-        registry.register("outage", "", outages.lengths.clone());
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(
-            text.contains("outage_count{backend=\"redis\"} 1"),
-            "{text} {labels:?}"
-        );
     }
 }
