@@ -198,3 +198,155 @@ async fn reload_validation_needs_no_backend() {
     assert_eq!(app.series(RELOAD_OK).await, 1.0);
     app.stop().await;
 }
+
+const UP: [&str; 3] = [
+    r#"llmcache_backend_up{backend="redis"}"#,
+    r#"llmcache_backend_up{backend="chroma"}"#,
+    r#"llmcache_backend_up{backend="embeddings"}"#,
+];
+
+/// What a refused reload must leave as it was.
+const KEPT: [&str; 7] = [
+    UP[0],
+    UP[1],
+    UP[2],
+    "llmcache_memory_pool_budget_bytes",
+    r#"llmcache_cache_capacity_bytes{cache="chat_history"}"#,
+    r#"llmcache_cache_capacity_bytes{cache="similarity"}"#,
+    r#"llmcache_cache_capacity_bytes{cache="embeddings"}"#,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_never_flash_a_backend_down_and_a_refused_one_changes_nothing() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("config.toml");
+    // A budget of its own, so a new generation's cache would show.
+    std::fs::write(
+        &config_file,
+        format!("{}[cache]\nmemory_budget = \"16MiB\"\n", config(10.0)),
+    )
+    .unwrap();
+    let mut args = backend_flags(&redis, &chroma);
+    args.extend(["--config.file".into(), config_file.display().to_string()]);
+    let daemon = Daemon::start(&args, dir.path());
+    let text = poll("every backend up", Duration::from_secs(20), || async {
+        let text = daemon.try_get("/metrics").await?;
+        UP.iter()
+            .all(|up| metric_value(&text, up) == Some(1.0))
+            .then_some(text)
+    })
+    .await;
+
+    // Scrape every 10 ms through 20 SIGHUPs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let (stop, port) = (stop.clone(), daemon.port);
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let (mut scrapes, mut down) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let url = format!("http://127.0.0.1:{port}/metrics");
+                if let Ok(response) = http.get(url).send().await {
+                    let text = response.text().await.unwrap_or_default();
+                    scrapes += 1;
+                    for up in UP {
+                        if metric_value(&text, up) != Some(1.0) {
+                            down.push(format!(
+                                "scrape {scrapes}: {up} {:?}",
+                                metric_value(&text, up)
+                            ));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (scrapes, down)
+        })
+    };
+    for _ in 0..20 {
+        daemon.signal("HUP");
+        // Reloads are queued and applied one at a time; this paces them.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let logs = dir.path().join("stderr.log");
+    poll("20 reloads applied", Duration::from_secs(60), || async {
+        let text = std::fs::read_to_string(&logs).ok()?;
+        (text.matches("configuration reloaded").count() >= 20).then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (scrapes, down) = scraper.await.unwrap();
+    eprintln!("{scrapes} scrapes through 20 reloads");
+    assert!(scrapes > 200, "only {scrapes} scrapes");
+    assert!(down.is_empty(), "a backend read down:\n{}", down.join("\n"));
+
+    // A refused reload, of a configuration that would build another cache.
+    let before = daemon.get("/metrics").await;
+    let _ = text;
+    std::fs::write(
+        &config_file,
+        "[cache]\nmemory_budget = \"8MiB\"\n[workload]\nrate = \"fast\"\n",
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    poll(
+        &format!("{RELOAD_OK} = 0"),
+        Duration::from_secs(15),
+        || async {
+            let text = daemon.try_get("/metrics").await?;
+            (metric_value(&text, RELOAD_OK) == Some(0.0)).then_some(())
+        },
+    )
+    .await;
+    let after = daemon.get("/metrics").await;
+    for kept in KEPT {
+        assert_eq!(
+            series(&before, kept),
+            series(&after, kept),
+            "{kept} changed across a refused reload"
+        );
+    }
+    assert_eq!(
+        series(&after, "llmcache_memory_pool_budget_bytes"),
+        16.0 * 1024.0 * 1024.0
+    );
+    let logs = daemon.stop();
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_abandons_operations_leaves_no_inflight_behind() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("config.toml");
+    // Operations outlast the reload's drain (3 s) while Redis is stopped.
+    let slow = |rate: f64| {
+        format!(
+            "{}[redis]\ntimeout = \"20s\"\n[workload.mix]\nget_chat_history = 0\n\
+             store_chat_entry = 1\nquery_similar_memories = 0\nstore_memory = 0\n",
+            config(rate)
+        )
+    };
+    std::fs::write(&config_file, slow(20.0)).unwrap();
+    let mut flags = backend_flags(&redis, &chroma);
+    flags.extend(["--config.file".into(), config_file.display().to_string()]);
+    let app = spawn_app(&flags).await;
+    app.wait_backends_up().await;
+    const INFLIGHT: &str = "llmcache_workload_inflight";
+    redis.stall();
+    let stuck = app
+        .wait_for_at_least(INFLIGHT, 5.0, Duration::from_secs(10))
+        .await;
+    // Idle from now on: one operation every 100 s.
+    std::fs::write(&config_file, slow(0.01)).unwrap();
+    let reloaded = app.http.post(app.url("/-/reload")).send().await.unwrap();
+    assert_eq!(reloaded.status(), 200, "{}", reloaded.text().await.unwrap());
+    redis.resume();
+    app.wait_for_metric(INFLIGHT, 0.0, Duration::from_secs(20))
+        .await;
+    eprintln!("{stuck} operations in flight at the reload; 0 after");
+    app.stop().await;
+}
