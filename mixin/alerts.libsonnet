@@ -133,6 +133,19 @@ local lib = import 'lib.libsonnet';
             % [c.redisMaxmemory.window, pct(c.redisMaxmemory.ratio)],
           ),
           alert(
+            'LLMCacheRedisFillingNoEviction',
+            |||
+              llmcache:redis_memory_used:ratio{%(m)s} > %(ratio)s
+              and on (job, instance, node) llmcache_redis_info{%(policy)s} == 1
+            ||| % { m: m(), policy: m(['maxmemory_policy="noeviction"']), ratio: lib.num(c.redisNoEviction.ratio) },
+            c.redisNoEviction['for'],
+            'warning',
+            {},
+            'Redis {{ $labels.node }} will refuse writes when full ({{ $labels.instance }})',
+            'Redis {{ $labels.node }} has been above %s of maxmemory for %s under maxmemory-policy noeviction (now {{ $value | humanizePercentage }}): when it is full it refuses every write with OOM, the application\'s included.'
+            % [pct(c.redisNoEviction.ratio), c.redisNoEviction['for']],
+          ),
+          alert(
             'LLMCacheVectorRecallLow',
             |||
               sum by (job, instance) (rate(llmcache_vector_recall_ratio_sum{%(m)s}[%(window)s]))

@@ -68,6 +68,11 @@
     // with OOM or evicting the canary's own keys.
     redisMaxmemory: { ratio: 0.9, window: '5m', 'for': '2m' },
 
+    // A master under maxmemory-policy noeviction above `ratio` of maxmemory
+    // for `for`: it will refuse writes when full, so warn before it does.
+    // (An evicting policy sits at maxmemory by design: no warning.)
+    redisNoEviction: { ratio: 0.9, 'for': '10m' },
+
     // Mean recall@k of the vector store below `min` over `window`, judged
     // on at least `minChecks` checks.
     vectorRecall: { min: 0.9, window: '15m', minChecks: 20, 'for': '5m' },
