@@ -2,11 +2,12 @@
 //! cannot keep.
 //!
 //! Each connection records when it last read or wrote a byte, and since when
-//! a request has been waiting for its answer (from its first byte to the
-//! first byte of the response). A watchdog closes a connection whose request
-//! has not been answered within `web.read_header_timeout` (a client that
-//! sends its headers byte by byte, or only half of them), and one that has
-//! been idle for `web.idle_timeout`. When every slot is taken, one is closed
+//! a request head has been arriving (from its first byte to the blank line
+//! that ends it). A watchdog closes a connection whose request head has not
+//! arrived within `web.read_header_timeout` (a client that sends its headers
+//! byte by byte, or only half of them), and one that has been idle for
+//! `web.idle_timeout`. A handler that takes long is neither: its request
+//! has arrived, and the connection is busy, not idle. When every slot is taken, one is closed
 //! to make room: the one quiet longest among those that were never
 //! answered, so connections that send nothing or part of a request cannot
 //! lock out a scrape, and a scraper's keep-alive connection outlives them;
@@ -85,9 +86,11 @@ pub(crate) struct Activity {
     epoch: Instant,
     /// Milliseconds since `epoch` of the last byte read or written.
     last: AtomicU64,
-    /// Milliseconds since `epoch` plus one at which an unanswered request
-    /// began; 0 while none is.
+    /// Milliseconds since `epoch` plus one at which a request head began
+    /// to arrive; 0 while none is arriving.
     waiting: AtomicU64,
+    /// Whether a request has arrived and is being handled.
+    handling: AtomicBool,
     /// Whether it was ever answered: a scraper's keep-alive connection is,
     /// a flood's never is.
     served: AtomicBool,
@@ -104,15 +107,24 @@ impl Activity {
     pub(crate) fn read(&self) {
         let now = self.now();
         self.last.store(now, Ordering::Relaxed);
-        let _ = self
-            .waiting
-            .compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
+        if !self.handling.load(Ordering::Relaxed) {
+            let _ = self
+                .waiting
+                .compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// A request's head has arrived: its handler runs, untimed.
+    pub(crate) fn head_read(&self) {
+        self.handling.store(true, Ordering::Relaxed);
+        self.waiting.store(0, Ordering::Relaxed);
     }
 
     /// Bytes of a response left: the request is answered.
     pub(crate) fn wrote(&self) {
         self.last.store(self.now(), Ordering::Relaxed);
         self.waiting.store(0, Ordering::Relaxed);
+        self.handling.store(false, Ordering::Relaxed);
         self.served.store(true, Ordering::Relaxed);
     }
 }
@@ -172,6 +184,7 @@ impl Connections {
             epoch: self.epoch,
             last: AtomicU64::new(0),
             waiting: AtomicU64::new(0),
+            handling: AtomicBool::new(false),
             served: AtomicBool::new(false),
             close: CancellationToken::new(),
         });
@@ -233,7 +246,8 @@ impl Connections {
         let idle = u64::try_from(self.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
         let mut next: Option<u64> = None;
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        for activity in open.values().filter(|a| !a.close.is_cancelled()) {
+        let busy = |a: &Arc<Activity>| a.close.is_cancelled() || a.handling.load(Ordering::Relaxed);
+        for activity in open.values().filter(|a| !busy(a)) {
             let waiting = activity.waiting.load(Ordering::Relaxed);
             let (reason, since, limit) = if waiting != 0 {
                 (CloseReason::HeaderTimeout, waiting - 1, header)
@@ -320,6 +334,26 @@ mod tests {
         std::thread::sleep(Duration::from_millis(150));
         connections.expire();
         assert!(idle.activity.close.is_cancelled() && answered.activity.close.is_cancelled());
+    }
+
+    #[test]
+    fn a_slow_handler_is_timed_by_neither_timeout() {
+        let connections = connections(10);
+        let slow = connections.admit();
+        slow.activity.read();
+        slow.activity.head_read();
+        // Past both the read-header (50 ms) and the idle (200 ms) timeout.
+        std::thread::sleep(Duration::from_millis(250));
+        connections.expire();
+        assert!(
+            !slow.activity.close.is_cancelled(),
+            "the request had arrived"
+        );
+        slow.activity.wrote();
+        // Answered, then idle: the idle timeout applies again.
+        std::thread::sleep(Duration::from_millis(250));
+        connections.expire();
+        assert!(slow.activity.close.is_cancelled());
     }
 
     #[test]

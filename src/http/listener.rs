@@ -51,6 +51,29 @@ pub(crate) type TlsSetting = Arc<ArcSwapOption<ServerConfig>>;
 struct Tracked {
     stream: Either<TcpStream, TlsStream<TcpStream>>,
     slot: Slot,
+    /// How much of the blank line that ends a request head was read last.
+    head_end: usize,
+}
+
+/// The blank line that ends an HTTP/1 request head.
+const HEAD_END: &[u8] = b"\r\n\r\n";
+
+/// Advances `matched` (how much of [`HEAD_END`] the bytes before ended
+/// with) over `bytes`; returns whether a head ended in them.
+fn scan_head_end(matched: &mut usize, bytes: &[u8]) -> bool {
+    let mut ended = false;
+    for byte in bytes {
+        *matched = if *byte == HEAD_END[*matched] {
+            *matched + 1
+        } else {
+            usize::from(*byte == HEAD_END[0])
+        };
+        if *matched == HEAD_END.len() {
+            ended = true;
+            *matched = 0;
+        }
+    }
+    ended
 }
 
 /// Serves `router` on `listener` until `stop`, then lets requests in progress
@@ -123,7 +146,11 @@ pub(crate) async fn serve(
                     }
                 }
             };
-            let io = TokioIo::new(Tracked { stream, slot });
+            let io = TokioIo::new(Tracked {
+                stream,
+                slot,
+                head_end: 0,
+            });
             let service = TowerToHyperService::new(router);
             let connection = Box::pin(watcher.watch(http.serve_connection(io, service)));
             tokio::select! {
@@ -166,6 +193,11 @@ impl AsyncRead for Tracked {
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.slot.activity.read();
+            // The read-header timeout stops with the head: the handler may
+            // take as long as it needs (a reload takes seconds).
+            if scan_head_end(&mut this.head_end, &buf.filled()[before..]) {
+                this.slot.activity.head_read();
+            }
         }
         polled
     }
@@ -208,5 +240,27 @@ impl AsyncWrite for Tracked {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_ends_at_its_blank_line_however_the_reads_split_it() {
+        let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        for split in 1..head.len() {
+            let mut matched = 0;
+            let first = scan_head_end(&mut matched, &head[..split]);
+            let second = scan_head_end(&mut matched, &head[split..]);
+            assert!(!first && second, "split at {split}");
+        }
+        let mut matched = 0;
+        assert!(!scan_head_end(
+            &mut matched,
+            b"GET / HTTP/1.1\r\nHost: x\r\n"
+        ));
+        assert!(!scan_head_end(&mut matched, b"\r\r\n\n"));
     }
 }

@@ -317,15 +317,17 @@ async fn reloads_never_flash_a_backend_down_and_a_refused_one_changes_nothing() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_that_abandons_operations_leaves_no_inflight_behind() {
+async fn a_slow_reload_is_answered_and_abandons_no_inflight() {
     let redis = RedisServer::start();
     let chroma = ChromaServer::start();
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("config.toml");
     // Operations outlast the reload's drain (3 s) while Redis is stopped.
+    // The reload takes several seconds; the read-header timeout (1 s) must
+    // not cut its answer.
     let slow = |rate: f64| {
         format!(
-            "{}[redis]\ntimeout = \"20s\"\n[workload.mix]\nget_chat_history = 0\n\
+            "{}[web]\nread_header_timeout = \"1s\"\n[redis]\ntimeout = \"20s\"\n[workload.mix]\nget_chat_history = 0\n\
              store_chat_entry = 1\nquery_similar_memories = 0\nstore_memory = 0\n",
             config(rate)
         )
@@ -342,8 +344,12 @@ async fn a_reload_that_abandons_operations_leaves_no_inflight_behind() {
         .await;
     // Idle from now on: one operation every 100 s.
     std::fs::write(&config_file, slow(0.01)).unwrap();
+    let started = Instant::now();
     let reloaded = app.http.post(app.url("/-/reload")).send().await.unwrap();
     assert_eq!(reloaded.status(), 200, "{}", reloaded.text().await.unwrap());
+    let took = started.elapsed();
+    eprintln!("the reload took {took:?}");
+    assert!(took > Duration::from_secs(1), "not a slow reload: {took:?}");
     redis.resume();
     app.wait_for_metric(INFLIGHT, 0.0, Duration::from_secs(20))
         .await;
