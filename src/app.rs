@@ -267,7 +267,7 @@ pub struct App {
     listener: TcpListener,
     addr: SocketAddr,
     config: Config,
-    source: ConfigSource,
+    source: Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
     families: Families,
     parts: Parts,
     http: HttpState,
@@ -308,7 +308,7 @@ impl App {
             listener,
             addr,
             config,
-            source,
+            source: Arc::from(source),
             families,
             parts,
             http,
@@ -464,7 +464,7 @@ impl ReloadOutcomes {
 async fn reload(
     running: Running,
     config: &mut Config,
-    source: &ConfigSource,
+    source: &Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
     families: &Families,
     http: &HttpState,
     web: &WebWatch,
@@ -473,9 +473,18 @@ async fn reload(
         tracing::error!(error = %reason, "reload refused; the running configuration stays");
         Err(reason)
     };
-    let next = match source() {
-        Ok(next) => next,
-        Err(err) => return (running, refused(err.to_string())),
+    // Reading the files, parsing PEM and resolving names block: on the
+    // blocking pool, so the workload's worker keeps its schedule.
+    let read = source.clone();
+    let next = match tokio::task::spawn_blocking(move || read()).await {
+        Ok(Ok(next)) => next,
+        Ok(Err(err)) => return (running, refused(err.to_string())),
+        Err(err) => {
+            return (
+                running,
+                refused(format!("reading the configuration failed: {err}")),
+            )
+        }
     };
     let kept = Kept {
         cache: cache_still_valid(config, &next).then(|| running.cache.clone()),
