@@ -109,6 +109,7 @@ impl Workload {
             tracing::warn!("operations still in flight at shutdown were abandoned");
             running.abort_all();
         }
+        self.ops.stop_checks().await;
     }
 
     /// A free slot for the tick scheduled at `tick`, or `None` to skip it.

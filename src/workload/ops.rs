@@ -1,12 +1,14 @@
 //! The four operations, exactly as the spec describes them, through the
 //! instrumented caches against real Redis and Chroma.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::metrics::WorkloadMetrics;
 use super::model::{normalize, Op};
@@ -170,8 +172,14 @@ pub(crate) struct Operations {
     memory_prefix: String,
     next_memory: AtomicU64,
     /// The memories this run stored and has not trimmed, with their
-    /// embeddings, for exact search.
-    memories: Mutex<VecDeque<(String, Embedding)>>,
+    /// embeddings, for exact search; and those trimmed whose delete has not
+    /// succeeded yet ("delete pending"): Chroma rightly still returns them,
+    /// so recall counts them neither as hits nor as misses.
+    memories: Mutex<Memories>,
+    /// The checks that ride on operations, off their clock: they belong to
+    /// this generation, and [`Operations::stop_checks`] ends them.
+    checks: TaskTracker,
+    stop_checks: CancellationToken,
     /// This run's adds to and trims of the collection: in flight now, and
     /// finished so far. A recall check whose query overlapped one is not
     /// counted.
@@ -183,6 +191,13 @@ pub(crate) struct Operations {
     visibility_timeout: Duration,
     /// One write-visibility check at a time.
     visibility_busy: Arc<AtomicBool>,
+}
+
+/// This run's memories in the collection, and those on their way out.
+#[derive(Default)]
+struct Memories {
+    kept: VecDeque<(String, Embedding)>,
+    delete_pending: HashSet<String>,
 }
 
 /// Writes to the collection, concurrent ones included.
@@ -245,7 +260,9 @@ impl Operations {
             top_k: config.workload.top_k,
             memory_prefix: format!("mem-{:016x}-", fastrand::u64(..)),
             next_memory: AtomicU64::new(0),
-            memories: Mutex::new(VecDeque::new()),
+            memories: Mutex::new(Memories::default()),
+            checks: TaskTracker::new(),
+            stop_checks: CancellationToken::new(),
             writes: Writes::default(),
             written: Written::new(config.workload.key_ttl),
             metrics,
@@ -373,7 +390,7 @@ impl Operations {
         }
         let (metrics, chroma) = (semantic.metrics.clone(), self.chroma.clone());
         let (embedding, cached) = (embedding.clone(), cached.ids.clone());
-        tokio::spawn(async move {
+        self.spawn_check(async move {
             let fresh = async {
                 let id = chroma.owned_collection().await?;
                 chroma.client().query(&id, &embedding, k).await
@@ -391,10 +408,20 @@ impl Operations {
         if fastrand::f64() >= self.recall_check_fraction {
             return;
         }
-        let known: Vec<(String, Embedding)> = self.lock_memories().iter().cloned().collect();
+        let (known, answer) = {
+            let memories = self.lock_memories();
+            let known: Vec<(String, Embedding)> = memories.kept.iter().cloned().collect();
+            let answer: Vec<String> = answer
+                .ids
+                .iter()
+                .filter(|id| !memories.delete_pending.contains(*id))
+                .cloned()
+                .collect();
+            (known, answer)
+        };
         let (metrics, embedding) = (self.metrics.clone(), embedding.clone());
-        let (answer, prefix) = (answer.ids.clone(), self.memory_prefix.clone());
-        tokio::spawn(async move {
+        let prefix = self.memory_prefix.clone();
+        self.spawn_check(async move {
             if let Some(ratio) = recall(&embedding, &answer, &known, &prefix) {
                 metrics.recall.observe(ratio);
                 metrics.recall_checks.inc();
@@ -402,10 +429,29 @@ impl Operations {
         });
     }
 
-    fn lock_memories(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Embedding)>> {
+    fn lock_memories(&self) -> std::sync::MutexGuard<'_, Memories> {
         self.memories
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs a check in the background, as part of this generation.
+    fn spawn_check(&self, check: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stop = self.stop_checks.clone();
+        self.checks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = check => {}
+            }
+        });
+    }
+
+    /// Ends the background checks and waits for them: a stopped generation
+    /// leaves none running.
+    pub(crate) async fn stop_checks(&self) {
+        self.stop_checks.cancel();
+        self.checks.close();
+        self.checks.wait().await;
     }
 
     /// Embeds, adds to the probe collection, then makes every similarity
@@ -432,26 +478,46 @@ impl Operations {
             .await?;
         self.cache.similarity.invalidate_all();
         self.check_visibility(&id, &memory, &embedding);
-        let expired: Vec<String> = {
+        let deleting: Vec<String> = {
             let mut memories = self.lock_memories();
-            memories.push_back((memory, embedding));
-            if memories.len() > MEMORY_CAP + MEMORY_TRIM_BATCH {
-                memories
+            memories.kept.push_back((memory, embedding));
+            if memories.kept.len() > MEMORY_CAP + MEMORY_TRIM_BATCH {
+                let trimmed: Vec<String> = memories
+                    .kept
                     .drain(..MEMORY_TRIM_BATCH)
                     .map(|(id, _)| id)
-                    .collect()
+                    .collect();
+                memories.delete_pending.extend(trimmed);
+                // With those whose delete failed before: retried now.
+                memories.delete_pending.iter().cloned().collect()
             } else {
                 Vec::new()
             }
         };
-        if !expired.is_empty() {
-            // Best effort: the collection is dropped at exit anyway.
-            if let Err(err) = self.chroma.client().delete(&id, &expired).await {
-                tracing::debug!(error = %err, "trimming old probe memories failed");
-            }
+        if !deleting.is_empty() {
+            self.delete_trimmed(&id, &deleting).await;
         }
         drop(writing);
         Ok(())
+    }
+
+    /// Deletes trimmed memories; they stay "delete pending" until it
+    /// succeeds, and a failure is retried at the next trim.
+    async fn delete_trimmed(&self, collection: &str, ids: &[String]) {
+        match self.chroma.client().delete(collection, ids).await {
+            Ok(()) => {
+                let mut memories = self.lock_memories();
+                for id in ids {
+                    memories.delete_pending.remove(id);
+                }
+            }
+            Err(err) => tracing::warn!(
+                pending = ids.len(),
+                error = %err,
+                "deleting trimmed probe memories failed; they are retried at the next trim, \
+                 and recall does not count them"
+            ),
+        }
     }
 
     /// Queries by `memory`'s own embedding, among that record only, until
@@ -470,7 +536,7 @@ impl Operations {
         let (collection, memory, embedding) =
             (collection.to_owned(), memory.to_owned(), embedding.clone());
         let timeout = self.visibility_timeout;
-        tokio::spawn(async move {
+        self.spawn_check(async move {
             let among = [memory];
             let mut pause = Duration::from_millis(5);
             loop {
