@@ -367,6 +367,11 @@ pub(crate) struct WorkloadConfig {
     #[default(Duration::from_secs(10))]
     #[serde(with = "duration")]
     pub(crate) write_visibility_timeout: Duration,
+    /// The canary's memories kept in the probe collection; past it the
+    /// oldest are deleted, a tenth of the cap at a time.
+    #[default(1000)]
+    #[serde(deserialize_with = "int::<_, _, 10, 1_000_000>")]
+    pub(crate) memory_cap: usize,
     pub(crate) mix: Mix,
 }
 

@@ -97,11 +97,6 @@ struct ChatEntry<'a> {
     ts: f64,
 }
 
-/// The probe collection keeps at most this many of the daemon's memories;
-/// older ones are deleted in batches, so a long-running canary stays small.
-const MEMORY_CAP: usize = 1000;
-const MEMORY_TRIM_BATCH: usize = 100;
-
 /// At most this many chat histories are remembered as written.
 const WRITTEN_CAP: usize = 10_000;
 
@@ -171,6 +166,10 @@ pub(crate) struct Operations {
     /// them from an earlier run's.
     memory_prefix: String,
     next_memory: AtomicU64,
+    /// `workload.memory_cap`: the probe collection keeps at most this many
+    /// of the daemon's memories (plus a batch); older ones are deleted a
+    /// tenth of the cap at a time, so a long-running canary stays small.
+    memory_cap: usize,
     /// The memories this run stored and has not trimmed, with their
     /// embeddings, for exact search; and those trimmed whose delete has not
     /// succeeded yet ("delete pending"): Chroma rightly still returns them,
@@ -260,6 +259,7 @@ impl Operations {
             top_k: config.workload.top_k,
             memory_prefix: format!("mem-{:016x}-", fastrand::u64(..)),
             next_memory: AtomicU64::new(0),
+            memory_cap: config.workload.memory_cap,
             memories: Mutex::new(Memories::default()),
             checks: TaskTracker::new(),
             stop_checks: CancellationToken::new(),
@@ -481,12 +481,9 @@ impl Operations {
         let deleting: Vec<String> = {
             let mut memories = self.lock_memories();
             memories.kept.push_back((memory, embedding));
-            if memories.kept.len() > MEMORY_CAP + MEMORY_TRIM_BATCH {
-                let trimmed: Vec<String> = memories
-                    .kept
-                    .drain(..MEMORY_TRIM_BATCH)
-                    .map(|(id, _)| id)
-                    .collect();
+            let batch = (self.memory_cap / 10).max(1);
+            if memories.kept.len() > self.memory_cap + batch {
+                let trimmed: Vec<String> = memories.kept.drain(..batch).map(|(id, _)| id).collect();
                 memories.delete_pending.extend(trimmed);
                 // With those whose delete failed before: retried now.
                 memories.delete_pending.iter().cloned().collect()

@@ -68,11 +68,23 @@ struct Lies {
     added: Arc<Mutex<Vec<String>>>,
     upstream: String,
     http: reqwest::Client,
+    /// Answers truly, but refuses every `delete` with a 500 (and counts it).
+    refuse_deletes_only: bool,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Forwards everything to Chroma; in every `query` answer, replaces each id
-/// with another id of the collection.
+/// with another id of the collection (or, with `refuse_deletes_only`,
+/// refuses deletes and tells the truth otherwise).
 async fn lying_proxy(State(lies): State<Lies>, request: Request) -> Response {
+    if lies.refuse_deletes_only && request.uri().path().ends_with("/delete") {
+        lies.refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Response::builder()
+            .status(500)
+            .body(Body::from("{\"error\":\"deletes refused by the test\"}"))
+            .unwrap();
+    }
     let (parts, body) = request.into_parts();
     let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     let path = parts
@@ -101,7 +113,7 @@ async fn lying_proxy(State(lies): State<Lies>, request: Request) -> Response {
     let upstream = forward.send().await.unwrap();
     let status = upstream.status();
     let mut answer = upstream.bytes().await.unwrap();
-    if path.ends_with("/query") && status.is_success() {
+    if path.ends_with("/query") && status.is_success() && !lies.refuse_deletes_only {
         let mut json: serde_json::Value = serde_json::from_slice(&answer).unwrap();
         let added = lies.added.lock().unwrap().clone();
         if let Some(groups) = json["ids"].as_array_mut() {
@@ -238,4 +250,78 @@ async fn semantic_mode_with_the_hash_embedder_hits_and_measures_its_precision() 
         ) > 0.0
     );
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimmed_memories_whose_delete_failed_count_against_no_one() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let refusing = Lies {
+        upstream: chroma.url().trim_end_matches('/').to_owned(),
+        refuse_deletes_only: true,
+        ..Lies::default()
+    };
+    let refused = refusing.refused.clone();
+    let proxy = Router::new().fallback(lying_proxy).with_state(refusing);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, proxy).await });
+    // A cap of 50: trims from the 56th memory on; a recall check on every
+    // query Chroma answers.
+    let dir = TempDir::new().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[cache]\nmemory_budget = \"0\"\n[workload]\nrate = 100.0\nrecall_check_fraction = 1.0\n\
+             memory_cap = 50\n[workload.mix]\nget_chat_history = 0\nstore_chat_entry = 0\n\
+             query_similar_memories = 0.8\nstore_memory = 0.2\n[chroma]\nurl = \"http://{proxy_addr}\"\n[redis]\nurl = \"{}\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let args = [
+        "--config.file".to_owned(),
+        dir.path().join("config.toml").display().to_string(),
+    ];
+    let daemon = crate::helpers::Daemon::start(&args, dir.path());
+    let stores =
+        r#"llmcache_operation_duration_seconds_count{operation="store_memory",outcome="success"}"#;
+    poll("two refused trims", Duration::from_secs(90), || async {
+        let text = daemon.try_get("/metrics").await.unwrap_or_default();
+        eprintln!(
+            "{} memories stored, {} deletes refused",
+            metric_value(&text, stores).unwrap_or(0.0),
+            refused.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        (refused.load(std::sync::atomic::Ordering::Relaxed) >= 2).then_some(())
+    })
+    .await;
+    // Checks made while the trimmed memories are still in the collection.
+    let count = "llmcache_vector_recall_ratio_count";
+    let at_refusal = metric_value(&daemon.get("/metrics").await, count).unwrap_or(0.0);
+    let text = poll(
+        "100 more recall checks",
+        Duration::from_secs(60),
+        || async {
+            let text = daemon.try_get("/metrics").await?;
+            (metric_value(&text, count)? >= at_refusal + 100.0).then_some(text)
+        },
+    )
+    .await;
+    let sum = metric_value(&text, "llmcache_vector_recall_ratio_sum").unwrap();
+    let checks = metric_value(&text, count).unwrap();
+    let mean = sum / checks;
+    eprintln!("mean recall {mean} over {checks} checks, with deletes refused");
+    assert!(mean >= 0.99, "mean recall {mean} over {checks} checks");
+    let deletes = metric_value(
+        &text,
+        r#"llmcache_backend_request_duration_seconds_count{backend="chroma",request="delete"}"#,
+    )
+    .unwrap_or(0.0);
+    assert!(deletes >= 2.0, "the refused deletes are counted:\n{text}");
+    let logs = daemon.stop();
+    assert!(
+        logs.contains("deleting trimmed probe memories failed"),
+        "a failed delete is logged at warn"
+    );
 }
