@@ -183,3 +183,37 @@ async fn semantic_mode_with_a_real_model_hits_and_measures_its_precision() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_openai_providers_health() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let model = EmbeddingsServer::start();
+    let mix = |queries: f64| {
+        format!(
+            "{}[workload]\nrate = 40.0\n[workload.mix]\nget_chat_history = 1\nstore_chat_entry = 0\n\
+             query_similar_memories = {queries}\nstore_memory = 0\n",
+            model.config()
+        )
+    };
+    let (app, dir) = spawn_app_with_config(&redis, &chroma, &mix(1.0)).await;
+    app.wait_for_metric(
+        r#"llmcache_backend_up{backend="embeddings"}"#,
+        1.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    // The reload leaves [embeddings] alone, and nothing embeds after it.
+    std::fs::write(dir.path().join("config.toml"), mix(0.0)).unwrap();
+    let reloaded = app.http.post(app.url("/-/reload")).send().await.unwrap();
+    assert_eq!(reloaded.status(), 200, "{}", reloaded.text().await.unwrap());
+    let (status, health) = app.health().await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["embeddings"]["status"], "healthy", "{health}");
+    assert_eq!(
+        app.series(r#"llmcache_backend_up{backend="embeddings"}"#)
+            .await,
+        1.0
+    );
+    app.stop().await;
+}

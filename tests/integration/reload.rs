@@ -356,3 +356,70 @@ async fn a_slow_reload_is_answered_and_abandons_no_inflight() {
     eprintln!("{stuck} operations in flight at the reload; 0 after");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_file_change_does_not_clear_a_refused_reload() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (config_file, web_file) = (dir.path().join("config.toml"), dir.path().join("web.yml"));
+    let users = |password: &str| {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        format!("basic_auth_users:\n  ops: '{hash}'\n")
+    };
+    std::fs::write(&config_file, config(10.0)).unwrap();
+    std::fs::write(&web_file, users("one")).unwrap();
+    let mut flags = backend_flags(&redis, &chroma);
+    flags.extend([
+        "--config.file".into(),
+        config_file.display().to_string(),
+        "--web.config.file".into(),
+        web_file.display().to_string(),
+    ]);
+    let app = spawn_app(&flags).await;
+    let scrape = |password: &'static str| {
+        let request = app
+            .http
+            .get(app.url("/metrics"))
+            .basic_auth("ops", Some(password));
+        async move {
+            let response = request.send().await.ok()?;
+            (response.status() == 200).then_some(response.text().await.ok()?)
+        }
+    };
+    let reload = || async {
+        app.http
+            .post(app.url("/-/reload"))
+            .basic_auth("ops", Some("two"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(series(&scrape("one").await.unwrap(), RELOAD_OK), 1.0);
+
+    std::fs::write(&config_file, "[workload]\nrate = \"fast\"\n").unwrap();
+    let refused = app
+        .http
+        .post(app.url("/-/reload"))
+        .basic_auth("ops", Some("one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 500);
+    // The watcher applies a new password (a renewal, as cert-manager does).
+    std::fs::write(&web_file, users("two")).unwrap();
+    let text = poll("the new password", Duration::from_secs(15), || {
+        scrape("two")
+    })
+    .await;
+    assert_eq!(
+        series(&text, RELOAD_OK),
+        0.0,
+        "the configuration is still the refused one"
+    );
+    std::fs::write(&config_file, config(10.0)).unwrap();
+    assert_eq!(reload().await, 200);
+    assert_eq!(series(&scrape("two").await.unwrap(), RELOAD_OK), 1.0);
+    app.stop().await;
+}

@@ -697,3 +697,103 @@ async fn keys_evicted_under_an_evicting_policy_count_as_lost_and_healthy_reads_d
     );
     app.stop().await;
 }
+
+/// The counter series in `text` (counters and histogram parts), by series.
+fn counter_samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let name = series.split('{').next()?;
+            let monotonic = ["_total", "_count", "_sum", "_bucket"]
+                .iter()
+                .any(|suffix| name.ends_with(suffix));
+            monotonic
+                .then(|| (series.to_owned(), value.parse().ok()))?
+                .1
+                .map(|v| (series.to_owned(), v))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_counter_falls_when_a_stalled_master_fails_over() {
+    let cluster = Cluster::start();
+    let chroma = ChromaServer::start();
+    let seed = &cluster.nodes[0];
+    let config = format!(
+        "{CONFIG}[redis]\nmode = \"cluster\"\nurl = \"redis://127.0.0.1:{}\"\n",
+        seed.port
+    );
+    let (app, _dir) = start_app(&chroma, &config).await;
+    wait_all_four(&app, Duration::from_secs(30)).await;
+    let victim = cluster
+        .masters()
+        .into_iter()
+        .find(|m| m.port != seed.port)
+        .unwrap();
+    let node = format!("127.0.0.1:{}", victim.port);
+    app.wait_for_at_least(
+        &format!(r#"llmcache_redis_keyspace_hits_total{{node="{node}"}}"#),
+        1.0,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Scrape every 200 ms from here on.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let (stop, url, http) = (stop.clone(), app.url("/metrics"), app.http.clone());
+        tokio::spawn(async move {
+            let mut last: std::collections::HashMap<String, f64> = Default::default();
+            let (mut falls, mut scrapes) = (Vec::new(), 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = http.get(&url).send().await.unwrap().text().await.unwrap();
+                scrapes += 1;
+                for (series, value) in counter_samples(&text) {
+                    if let Some(before) = last.insert(series.clone(), value) {
+                        if value < before {
+                            falls.push(format!("{series}: {before} then {value}"));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (scrapes, falls)
+        })
+    };
+    // Stalled past cluster-node-timeout (1 s): its replica takes over.
+    victim.stall();
+    let failed_over = || {
+        let nodes = seed.cli(&["CLUSTER", "NODES"]);
+        let masters = nodes
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+            .count();
+        let stalled_failed = nodes
+            .lines()
+            .any(|l| l.contains(&format!("127.0.0.1:{}@", victim.port)) && l.contains("fail"));
+        masters == 3 && stalled_failed
+    };
+    poll(
+        "the replica to take over",
+        Duration::from_secs(30),
+        || async { failed_over().then_some(()) },
+    )
+    .await;
+    app.wait_for_at_least(
+        "llmcache_redis_master_changes_total",
+        1.0,
+        Duration::from_secs(15),
+    )
+    .await;
+    // It comes back, as a replica; a few more scrapes.
+    victim.resume();
+    tokio::time::sleep(Duration::from_secs(3)).await; // a window of scrapes, not a wait
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (scrapes, falls) = scraper.await.unwrap();
+    eprintln!("{scrapes} scrapes through the failover");
+    assert!(scrapes >= 10, "{scrapes} scrapes");
+    assert!(falls.is_empty(), "counters fell:\n{}", falls.join("\n"));
+    app.stop().await;
+}
