@@ -708,10 +708,10 @@ fn counter_samples(text: &str) -> Vec<(String, f64)> {
             let monotonic = ["_total", "_count", "_sum", "_bucket"]
                 .iter()
                 .any(|suffix| name.ends_with(suffix));
-            monotonic
-                .then(|| (series.to_owned(), value.parse().ok()))?
-                .1
-                .map(|v| (series.to_owned(), v))
+            if !monotonic {
+                return None;
+            }
+            Some((series.to_owned(), value.parse().ok()?))
         })
         .collect()
 }
