@@ -113,6 +113,11 @@ impl BenchSemanticIndex {
         self.0.insert(key, embedding);
     }
 
+    /// Forgets `key`.
+    pub fn remove(&self, key: &str) {
+        self.0.remove(key);
+    }
+
     /// The cosine distance to the nearest row, if any.
     pub fn nearest(&self, query: &[f32]) -> Option<f32> {
         self.0.nearest(query).ok().flatten().map(|(_, d)| d)

@@ -6,9 +6,16 @@
 //! rebuilt constantly. Rows are stored unit length, contiguously, so the scan
 //! is one dot product per row over one slice; `cargo bench --bench semantic`
 //! measures it at 10,000 cached queries of 256 dimensions.
+//!
+//! A scan of a full index takes a few milliseconds. It must not hold a lock
+//! that long: a writer (a miss filling the cache, an invalidation) would wait
+//! on the worker thread for it. So the rows live in chunks behind `Arc`s; a
+//! scan holds the lock only to clone the chunk list, and scans outside it. A
+//! writer that changes a chunk a scan still reads copies that chunk alone
+//! (`Arc::make_mut`, 256 rows).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// A query embedding whose dimension differs from the cached ones': the
 /// embedder changed under the cache.
@@ -26,28 +33,77 @@ pub(crate) struct SemanticIndex {
     rows: RwLock<Rows>,
 }
 
+/// Rows per chunk: what a writer copies when a scan holds its chunk.
+const CHUNK_ROWS: usize = 256;
+
+/// A run of rows: their keys, and their vectors end to end.
+#[derive(Debug, Clone, Default)]
+struct Chunk {
+    keys: Vec<String>,
+    vectors: Vec<f32>,
+}
+
 #[derive(Debug, Default)]
 struct Rows {
     /// 0 until the first row.
     dims: usize,
-    keys: Vec<String>,
-    /// `keys.len() × dims` values, each row of unit length.
-    vectors: Vec<f32>,
+    len: usize,
+    /// Row `r` is row `r % CHUNK_ROWS` of chunk `r / CHUNK_ROWS`; every
+    /// chunk but the last is full.
+    chunks: Vec<Arc<Chunk>>,
     position: HashMap<String, usize>,
 }
 
 impl Rows {
+    fn key(&self, row: usize) -> &str {
+        &self.chunks[row / CHUNK_ROWS].keys[row % CHUNK_ROWS]
+    }
+
+    fn vector(&self, row: usize) -> &[f32] {
+        let at = (row % CHUNK_ROWS) * self.dims;
+        &self.chunks[row / CHUNK_ROWS].vectors[at..at + self.dims]
+    }
+
+    /// Overwrites row `row` (copying its chunk if a scan holds it).
+    fn set(&mut self, row: usize, key: Option<String>, vector: &[f32]) {
+        let (at, dims) = ((row % CHUNK_ROWS) * self.dims, self.dims);
+        let chunk = Arc::make_mut(&mut self.chunks[row / CHUNK_ROWS]);
+        chunk.vectors[at..at + dims].copy_from_slice(vector);
+        if let Some(key) = key {
+            chunk.keys[row % CHUNK_ROWS] = key;
+        }
+    }
+
+    fn push(&mut self, key: &str, vector: &[f32]) {
+        if self.len % CHUNK_ROWS == 0 {
+            self.chunks.push(Arc::new(Chunk {
+                keys: Vec::with_capacity(CHUNK_ROWS),
+                vectors: Vec::with_capacity(CHUNK_ROWS * self.dims),
+            }));
+        }
+        let chunk = Arc::make_mut(self.chunks.last_mut().expect("a chunk was just ensured"));
+        chunk.keys.push(key.to_owned());
+        chunk.vectors.extend_from_slice(vector);
+        self.position.insert(key.to_owned(), self.len);
+        self.len += 1;
+    }
+
     fn remove_at(&mut self, row: usize) {
-        let last = self.keys.len() - 1;
-        let key = self.keys.swap_remove(row);
+        let last = self.len - 1;
+        let key = self.key(row).to_owned();
         self.position.remove(&key);
         if row != last {
-            let (dims, moved) = (self.dims, &self.keys[row]);
-            self.vectors
-                .copy_within(last * dims..(last + 1) * dims, row * dims);
+            let (moved, vector) = (self.key(last).to_owned(), self.vector(last).to_vec());
             self.position.insert(moved.clone(), row);
+            self.set(row, Some(moved), &vector);
         }
-        self.vectors.truncate(last * self.dims);
+        let chunk = Arc::make_mut(self.chunks.last_mut().expect("a row is held"));
+        chunk.keys.pop();
+        chunk.vectors.truncate(chunk.keys.len() * self.dims);
+        if chunk.keys.is_empty() {
+            self.chunks.pop();
+        }
+        self.len = last;
     }
 
     fn clear(&mut self) {
@@ -108,31 +164,34 @@ impl SemanticIndex {
         &self,
         query: &[f32],
     ) -> Result<Option<(String, f32)>, DimensionMismatch> {
-        let rows = self.read();
-        if rows.keys.is_empty() {
+        // The lock is held only to take the chunks.
+        let (dims, chunks) = {
+            let rows = self.read();
+            (rows.dims, rows.chunks.clone())
+        };
+        if chunks.is_empty() {
             return Ok(None);
         }
-        if query.len() != rows.dims {
-            let err = DimensionMismatch {
-                got: query.len(),
-                cached: rows.dims,
-            };
-            drop(rows);
+        if query.len() != dims {
             self.clear();
-            return Err(err);
+            return Err(DimensionMismatch {
+                got: query.len(),
+                cached: dims,
+            });
         }
         let Some(query) = unit(query) else {
             return Ok(None);
         };
-        let mut best = (0, f32::NEG_INFINITY);
-        for (row, vector) in rows.vectors.chunks_exact(rows.dims).enumerate() {
-            let similarity = dot(&query, vector);
-            if similarity > best.1 {
-                best = (row, similarity);
+        let mut best: Option<(&str, f32)> = None;
+        for chunk in &chunks {
+            for (key, vector) in chunk.keys.iter().zip(chunk.vectors.chunks_exact(dims)) {
+                let similarity = dot(&query, vector);
+                if best.is_none_or(|(_, b)| similarity > b) {
+                    best = Some((key, similarity));
+                }
             }
         }
-        let distance = (1.0 - best.1).clamp(0.0, 2.0);
-        Ok(Some((rows.keys[best.0].clone(), distance)))
+        Ok(best.map(|(key, similarity)| (key.to_owned(), (1.0 - similarity).clamp(0.0, 2.0))))
     }
 
     /// Remembers `key`'s embedding (replacing an earlier one). A full index
@@ -148,18 +207,14 @@ impl SemanticIndex {
             rows.dims = vector.len();
         }
         if let Some(&row) = rows.position.get(key) {
-            let dims = rows.dims;
-            rows.vectors[row * dims..(row + 1) * dims].copy_from_slice(&vector);
+            rows.set(row, None, &vector);
             return;
         }
-        if rows.keys.len() >= self.cap {
+        if rows.len >= self.cap {
             // Row 0 is the oldest but for the rows moved into it by removals.
             rows.remove_at(0);
         }
-        let row = rows.keys.len();
-        rows.keys.push(key.to_owned());
-        rows.vectors.extend_from_slice(&vector);
-        rows.position.insert(key.to_owned(), row);
+        rows.push(key, &vector);
     }
 
     /// Forgets `key` (its cache entry is gone).
@@ -178,7 +233,7 @@ impl SemanticIndex {
     /// Rows held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.read().keys.len()
+        self.read().len
     }
 }
 
@@ -271,6 +326,37 @@ mod tests {
             index.nearest(&[1.0, 0.0]).unwrap().unwrap(),
             ("b".to_owned(), 1.0)
         );
+    }
+
+    #[test]
+    fn rows_across_chunks_stay_findable_through_removals_and_a_held_scan() {
+        let index = SemanticIndex::new(1000);
+        let one_hot = |i: usize| {
+            let mut v = vec![0.0; 700];
+            v[i] = 1.0;
+            v
+        };
+        for i in 0..700 {
+            index.insert(&i.to_string(), &one_hot(i));
+        }
+        // A scan's snapshot, held while writers change the chunks.
+        let held = index.read().chunks.clone();
+        for i in (0..700).step_by(3) {
+            index.remove(&i.to_string());
+        }
+        index.insert("new", &one_hot(0));
+        assert_eq!(held.iter().map(|c| c.keys.len()).sum::<usize>(), 700);
+        assert_eq!(index.len(), 700 - 234 + 1);
+        for i in 0..700 {
+            let (key, distance) = index.nearest(&one_hot(i)).unwrap().unwrap();
+            if i == 0 {
+                assert_eq!((key.as_str(), distance), ("new", 0.0));
+            } else if i % 3 == 0 {
+                assert!(distance > 0.5, "{i} was removed, found {key}");
+            } else {
+                assert_eq!((key, distance), (i.to_string(), 0.0));
+            }
+        }
     }
 
     #[test]
