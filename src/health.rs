@@ -57,6 +57,13 @@ pub(crate) struct HealthReport {
     pub(crate) cache: CacheHealth,
 }
 
+impl HealthReport {
+    /// Whether `/health` answers 200 (healthy or degraded) rather than 503.
+    pub(crate) fn serves_ok(&self) -> bool {
+        self.status != Status::Unhealthy
+    }
+}
+
 /// Where the report's parts come from.
 #[derive(Clone)]
 pub(crate) struct HealthSources {

@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 #[cfg(feature = "bench")]
 pub(crate) use instrumented::{bare_moka, weigh_entry, Stamped};
 pub(crate) use instrumented::{heap, Freshness, InstrumentedCache, Lookup, Semantic, Weigh};
-pub(crate) use metrics::{CacheFamilies, CacheName};
+pub(crate) use metrics::{CacheFamilies, CacheName, SemanticMetrics};
 pub(crate) use semantic::{DimensionMismatch, SemanticIndex};
 
 use crate::config::{CacheConfig, SimilarityMode};

@@ -22,7 +22,6 @@ use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backends::probe::Status;
 use crate::health::HealthSources;
 use crate::metrics::Metrics;
 
@@ -135,10 +134,10 @@ fn prefers_openmetrics(accept: &str) -> bool {
 
 async fn health(State(state): State<HttpState>) -> Response {
     let report = state.health.load().report();
-    let code = if report.status == Status::Unhealthy {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
+    let code = if report.serves_ok() {
         StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(report)).into_response()
 }

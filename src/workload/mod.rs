@@ -12,6 +12,8 @@
 //! busy waits for a slot only within that same timer slack, and is otherwise
 //! counted as skipped, never queued.
 
+mod checks;
+mod ledger;
 mod metrics;
 pub(crate) mod model;
 mod ops;

@@ -1,18 +1,18 @@
 //! The four operations, exactly as the spec describes them, through the
-//! instrumented caches against real Redis and Chroma.
+//! instrumented caches against real Redis and Chroma. What they wrote is in
+//! the [`ledger`](super::ledger); the checks that ride on them, in
+//! [`checks`](super::checks).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use super::checks::Checks;
+use super::ledger::{Memories, Writes, Writing, Written};
 use super::metrics::WorkloadMetrics;
 use super::model::{normalize, Op};
-use super::recall::recall;
 use crate::backends::chroma::{ChromaBackend, QueryHits};
 use crate::backends::redis::RedisBackend;
 use crate::backends::{BackendError, ErrorKind};
@@ -97,61 +97,6 @@ struct ChatEntry<'a> {
     ts: f64,
 }
 
-/// At most this many chat histories are remembered as written.
-const WRITTEN_CAP: usize = 10_000;
-
-/// The chat histories this run wrote, and when: a read that finds one empty
-/// while its TTL cannot have run out has found it evicted (or deleted by
-/// someone else). Keys of earlier runs, and keys written beyond the cap, are
-/// not remembered, so they are never counted.
-struct Written {
-    /// 90 % of `workload.key_ttl`, from before the write was sent: safely
-    /// inside the TTL Redis counts from when the write arrived.
-    ttl: Duration,
-    writes: Mutex<HashMap<String, (Instant, Instant)>>,
-}
-
-impl Written {
-    fn new(key_ttl: Duration) -> Self {
-        Self {
-            ttl: key_ttl.mul_f64(0.9),
-            writes: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Instant)>> {
-        self.writes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A write to `key` sent at `sent` succeeded.
-    fn record(&self, key: &str, sent: Instant) {
-        let mut writes = self.lock();
-        if writes.len() >= WRITTEN_CAP && !writes.contains_key(key) {
-            writes.retain(|_, (sent, _)| sent.elapsed() < self.ttl);
-            if writes.len() >= WRITTEN_CAP {
-                return;
-            }
-        }
-        writes.insert(key.to_owned(), (sent, Instant::now()));
-    }
-
-    /// A read of `key` sent at `sent` found it empty: whether a write had
-    /// finished before that read and its TTL is still running. A lost key is
-    /// forgotten, so it counts once.
-    fn lost(&self, key: &str, sent: Instant) -> bool {
-        let mut writes = self.lock();
-        let lost = writes
-            .get(key)
-            .is_some_and(|(written, done)| *done < sent && written.elapsed() < self.ttl);
-        if lost {
-            writes.remove(key);
-        }
-        lost
-    }
-}
-
 /// Everything the operations need.
 pub(crate) struct Operations {
     pub(crate) redis: Arc<RedisBackend>,
@@ -175,65 +120,13 @@ pub(crate) struct Operations {
     /// succeeded yet ("delete pending"): Chroma rightly still returns them,
     /// so recall counts them neither as hits nor as misses.
     memories: Mutex<Memories>,
-    /// The checks that ride on operations, off their clock: they belong to
-    /// this generation, and [`Operations::stop_checks`] ends them.
-    checks: TaskTracker,
-    stop_checks: CancellationToken,
+    /// The checks that ride on operations, off their clock.
+    checks: Checks,
     /// This run's adds to and trims of the collection: in flight now, and
     /// finished so far. A recall check whose query overlapped one is not
     /// counted.
     writes: Writes,
     written: Written,
-    metrics: WorkloadMetrics,
-    recall_check_fraction: f64,
-    verify_fraction: f64,
-    visibility_timeout: Duration,
-    /// One write-visibility check at a time.
-    visibility_busy: Arc<AtomicBool>,
-}
-
-/// This run's memories in the collection, and those on their way out.
-#[derive(Default)]
-struct Memories {
-    kept: VecDeque<(String, Embedding)>,
-    delete_pending: HashSet<String>,
-}
-
-/// Writes to the collection, concurrent ones included.
-#[derive(Default)]
-struct Writes {
-    in_flight: AtomicU64,
-    finished: AtomicU64,
-}
-
-impl Writes {
-    /// `Some(mark)` when no write is in flight; a later [`Self::quiet_since`]
-    /// with that mark says whether none started since.
-    fn quiet(&self) -> Option<u64> {
-        let finished = self.finished.load(Ordering::Acquire);
-        (self.in_flight.load(Ordering::Acquire) == 0).then_some(finished)
-    }
-
-    fn quiet_since(&self, mark: Option<u64>) -> bool {
-        mark.is_some() && self.quiet() == mark
-    }
-}
-
-/// Marks a write to the collection as in flight, until dropped.
-struct Writing<'a>(&'a Writes);
-
-impl<'a> Writing<'a> {
-    fn start(writes: &'a Writes) -> Self {
-        writes.in_flight.fetch_add(1, Ordering::AcqRel);
-        Self(writes)
-    }
-}
-
-impl Drop for Writing<'_> {
-    fn drop(&mut self) {
-        self.0.finished.fetch_add(1, Ordering::AcqRel);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl Operations {
@@ -247,8 +140,6 @@ impl Operations {
         metrics: WorkloadMetrics,
     ) -> Self {
         Self {
-            redis,
-            chroma,
             cache,
             embedder,
             prefix: config.redis.key_prefix.clone(),
@@ -261,15 +152,11 @@ impl Operations {
             next_memory: AtomicU64::new(0),
             memory_cap: config.workload.memory_cap,
             memories: Mutex::new(Memories::default()),
-            checks: TaskTracker::new(),
-            stop_checks: CancellationToken::new(),
+            checks: Checks::new(config, chroma.clone(), metrics),
             writes: Writes::default(),
             written: Written::new(config.workload.key_ttl),
-            metrics,
-            recall_check_fraction: config.workload.recall_check_fraction,
-            verify_fraction: config.cache.similarity.verify_fraction,
-            visibility_timeout: config.workload.write_visibility_timeout,
-            visibility_busy: Arc::new(AtomicBool::new(false)),
+            redis,
+            chroma,
         }
     }
 
@@ -369,43 +256,23 @@ impl Operations {
             .get_or_load_near(&key, &embedding, load)
             .await?;
         match lookup {
-            Lookup::SemanticHit => self.verify(&embedding, k, &hits),
-            Lookup::Miss if self.writes.quiet_since(quiet) => {
-                self.check_recall(&embedding, &hits);
+            Lookup::SemanticHit => {
+                if let Some(semantic) = self.cache.similarity.semantic() {
+                    self.checks
+                        .verify(&semantic.metrics, &embedding, k, &hits.ids);
+                }
             }
+            Lookup::Miss if self.writes.quiet_since(quiet) => self.check_recall(&embedding, &hits),
             Lookup::Miss | Lookup::Hit => {}
         }
         Ok((hits, lookup))
     }
 
-    /// With `verify_fraction`'s probability, asks Chroma what a semantic hit
-    /// answered from the cache, in the background, and counts whether the
-    /// top-k ids agree.
-    fn verify(&self, embedding: &Embedding, k: usize, cached: &QueryHits) {
-        let Some(semantic) = self.cache.similarity.semantic() else {
-            return;
-        };
-        if fastrand::f64() >= self.verify_fraction {
-            return;
-        }
-        let (metrics, chroma) = (semantic.metrics.clone(), self.chroma.clone());
-        let (embedding, cached) = (embedding.clone(), cached.ids.clone());
-        self.spawn_check(async move {
-            let fresh = async {
-                let id = chroma.owned_collection().await?;
-                chroma.client().query(&id, &embedding, k).await
-            };
-            // A failed request is counted as a backend request, like any.
-            if let Ok(fresh) = fresh.await {
-                metrics.verified(&cached, &fresh.ids, k);
-            }
-        });
-    }
-
-    /// With `recall_check_fraction`'s probability, compares Chroma's answer
-    /// with exact search over this run's memories, in the background.
+    /// Hands a share of Chroma's answers to the recall check, with this
+    /// run's memories; ids whose delete is pending are left out of the
+    /// answer, as Chroma rightly still holds them.
     fn check_recall(&self, embedding: &Embedding, answer: &QueryHits) {
-        if fastrand::f64() >= self.recall_check_fraction {
+        if !self.checks.sample_recall() {
             return;
         }
         let (known, answer) = {
@@ -419,39 +286,19 @@ impl Operations {
                 .collect();
             (known, answer)
         };
-        let (metrics, embedding) = (self.metrics.clone(), embedding.clone());
-        let prefix = self.memory_prefix.clone();
-        self.spawn_check(async move {
-            if let Some(ratio) = recall(&embedding, &answer, &known, &prefix) {
-                metrics.recall.observe(ratio);
-                metrics.recall_checks.inc();
-            }
-        });
+        self.checks
+            .recall(embedding, answer, known, &self.memory_prefix);
+    }
+
+    /// Ends the background checks with this generation.
+    pub(crate) async fn stop_checks(&self) {
+        self.checks.stop().await;
     }
 
     fn lock_memories(&self) -> std::sync::MutexGuard<'_, Memories> {
         self.memories
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Runs a check in the background, as part of this generation.
-    fn spawn_check(&self, check: impl std::future::Future<Output = ()> + Send + 'static) {
-        let stop = self.stop_checks.clone();
-        self.checks.spawn(async move {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = check => {}
-            }
-        });
-    }
-
-    /// Ends the background checks and waits for them: a stopped generation
-    /// leaves none running.
-    pub(crate) async fn stop_checks(&self) {
-        self.stop_checks.cancel();
-        self.checks.close();
-        self.checks.wait().await;
     }
 
     /// Embeds, adds to the probe collection, then makes every similarity
@@ -477,7 +324,7 @@ impl Operations {
             )
             .await?;
         self.cache.similarity.invalidate_all();
-        self.check_visibility(&id, &memory, &embedding);
+        self.checks.visibility(&id, &memory, &embedding);
         let deleting: Vec<String> = {
             let mut memories = self.lock_memories();
             memories.kept.push_back((memory, embedding));
@@ -517,47 +364,6 @@ impl Operations {
         }
     }
 
-    /// Queries by `memory`'s own embedding, among that record only, until
-    /// Chroma returns it or `write_visibility_timeout` passes; in the
-    /// background, and only if no other check is running.
-    fn check_visibility(&self, collection: &str, memory: &str, embedding: &Embedding) {
-        if self.visibility_busy.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let added = Instant::now();
-        let (chroma, busy, metrics) = (
-            self.chroma.clone(),
-            self.visibility_busy.clone(),
-            self.metrics.clone(),
-        );
-        let (collection, memory, embedding) =
-            (collection.to_owned(), memory.to_owned(), embedding.clone());
-        let timeout = self.visibility_timeout;
-        self.spawn_check(async move {
-            let among = [memory];
-            let mut pause = Duration::from_millis(5);
-            loop {
-                let hits = chroma
-                    .client()
-                    .query_among(&collection, &embedding, 1, Some(&among))
-                    .await;
-                if hits.is_ok_and(|hits| hits.ids.contains(&among[0])) {
-                    metrics
-                        .write_visibility
-                        .observe(added.elapsed().as_secs_f64());
-                    break;
-                }
-                if added.elapsed() + pause > timeout {
-                    metrics.write_invisible.inc();
-                    break;
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
-            }
-            busy.store(false, Ordering::Release);
-        });
-    }
-
     async fn embed(&self, normalized: &str) -> Result<Arc<[f32]>, OpError> {
         let load = || async { Ok::<_, OpError>(Arc::from(self.embedder.embed(normalized).await?)) };
         let (embedding, _) = self.cache.embeddings.get_or_load(normalized, load).await?;
@@ -568,71 +374,4 @@ impl Operations {
 /// How long an operation's timeouts allow at most, for shutdown bounds.
 pub(crate) fn max_op_duration(config: &Config) -> Duration {
     config.redis.timeout * 2 + config.chroma.timeout * 2 + config.embeddings.timeout
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_empty_read_after_a_finished_write_is_a_lost_key_once() {
-        let written = Written::new(Duration::from_secs(3600));
-        let sent = Instant::now();
-        written.record("k", sent);
-        let read = Instant::now();
-        assert!(written.lost("k", read));
-        assert!(!written.lost("k", Instant::now()), "counted once");
-        assert!(!written.lost("never-written", read));
-    }
-
-    #[test]
-    fn a_read_sent_before_the_write_finished_is_not_a_lost_key() {
-        let written = Written::new(Duration::from_secs(3600));
-        let read = Instant::now();
-        written.record("k", read);
-        assert!(!written.lost("k", read));
-    }
-
-    #[test]
-    fn a_key_near_its_ttl_is_not_a_lost_key() {
-        let written = Written::new(Duration::from_millis(20));
-        written.record("k", Instant::now());
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(!written.lost("k", Instant::now()));
-    }
-
-    #[test]
-    fn the_record_is_bounded() {
-        let written = Written::new(Duration::from_secs(3600));
-        for n in 0..WRITTEN_CAP + 10 {
-            written.record(&n.to_string(), Instant::now());
-        }
-        assert_eq!(written.lock().len(), WRITTEN_CAP);
-        assert!(!written.lost(&(WRITTEN_CAP + 5).to_string(), Instant::now()));
-    }
-}
-
-#[cfg(test)]
-mod writes_tests {
-    use super::*;
-
-    #[test]
-    fn a_check_is_quiet_only_if_no_write_overlapped_it() {
-        let writes = Writes::default();
-        let mark = writes.quiet();
-        assert!(writes.quiet_since(mark));
-        // Two writes at once, one finishing during the check.
-        let a = Writing::start(&writes);
-        assert_eq!(writes.quiet(), None);
-        let b = Writing::start(&writes);
-        drop(a);
-        assert!(!writes.quiet_since(mark), "b is still in flight");
-        drop(b);
-        assert!(
-            !writes.quiet_since(mark),
-            "two writes finished since the mark"
-        );
-        let mark = writes.quiet();
-        assert!(writes.quiet_since(mark));
-    }
 }
