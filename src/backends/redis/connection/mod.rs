@@ -1,0 +1,200 @@
+//! The `redis` crate's connections, one type per `--redis.mode`:
+//! [`standalone`], [`cluster`] and [`sentinel`]. [`Nodes`] holds the one the
+//! configuration names and hands each request to it. Nothing here connects
+//! at construction.
+
+mod cluster;
+mod sentinel;
+mod standalone;
+
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use redis::aio::ConnectionManagerConfig;
+use redis::{
+    Cmd, ConnectionAddr, FromRedisValue, Pipeline, ProtocolVersion, RedisConnectionInfo,
+    RedisResult, TlsCertificates,
+};
+
+use crate::config::values::RedisUrl;
+use crate::config::{RedisConfig, RedisMode};
+use cluster::Cluster;
+use sentinel::Sentinel;
+use standalone::Standalone;
+
+/// The connection of the configured mode.
+pub(super) struct Nodes(Mode);
+
+enum Mode {
+    Standalone(Standalone),
+    Cluster(Cluster),
+    Sentinel(Box<Sentinel>),
+}
+
+/// What a look at the topology found.
+pub(super) struct Topology {
+    /// `host:port` of every master.
+    pub(super) masters: Vec<String>,
+    /// `None` where only the masters' `INFO` (`connected_slaves`) knows.
+    pub(super) replicas: Option<usize>,
+    /// The mode and who serves, for `/health`.
+    pub(super) summary: String,
+}
+
+/// What every mode's client is built from.
+struct Settings<'a> {
+    config: &'a RedisConfig,
+    /// The CA and client certificate files, read once.
+    certs: Option<TlsCertificates>,
+}
+
+impl Nodes {
+    /// Builds the client of `config.mode`; connects nothing. A new
+    /// sentinel master or cluster slot owner counts into `changes`.
+    pub(super) fn new(config: &RedisConfig, changes: Counter) -> RedisResult<Self> {
+        let settings = Settings {
+            config,
+            certs: certificates(config)?,
+        };
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(100))
+            .set_max_delay(Duration::from_secs(2));
+        Ok(Self(match config.mode {
+            RedisMode::Standalone => Mode::Standalone(Standalone::new(&settings, manager)?),
+            RedisMode::Cluster => Mode::Cluster(Cluster::new(&settings, changes)?),
+            RedisMode::Sentinel => {
+                Mode::Sentinel(Box::new(Sentinel::new(&settings, manager, changes)?))
+            }
+        }))
+    }
+
+    /// Whether requests spread over several masters (cluster mode), so one
+    /// master's failure says nothing of the others.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self.0, Mode::Cluster(_))
+    }
+
+    /// Sends `cmd` to the node that serves its key (or the only master).
+    pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        match &self.0 {
+            Mode::Standalone(node) => node.query(cmd).await,
+            Mode::Cluster(cluster) => cluster.query(cmd).await,
+            Mode::Sentinel(sentinel) => sentinel.query(cmd).await,
+        }
+    }
+
+    /// Sends `pipe` (a `MULTI` within one slot) like [`Nodes::query`].
+    pub(super) async fn query_pipe(&self, pipe: &Pipeline) -> RedisResult<()> {
+        match &self.0 {
+            Mode::Standalone(node) => node.query_pipe(pipe).await,
+            Mode::Cluster(cluster) => cluster.query_pipe(pipe).await,
+            Mode::Sentinel(sentinel) => sentinel.query_pipe(pipe).await,
+        }
+    }
+
+    /// Sends `cmd` to the master at `addr` (from [`Nodes::topology`]); with
+    /// one master, that is any request.
+    pub(super) async fn on_master<T: FromRedisValue>(
+        &self,
+        addr: &str,
+        cmd: &Cmd,
+    ) -> RedisResult<T> {
+        match &self.0 {
+            Mode::Cluster(cluster) => cluster.on_master(addr, cmd).await,
+            _ => self.query(cmd).await,
+        }
+    }
+
+    /// The topology where it needs no request: standalone's one node.
+    pub(super) fn fixed_topology(&self) -> Option<Topology> {
+        match &self.0 {
+            Mode::Standalone(node) => Some(node.topology()),
+            _ => None,
+        }
+    }
+
+    /// Who serves: the masters, how many replicas, and a summary.
+    pub(super) async fn topology(&self) -> RedisResult<Topology> {
+        match &self.0 {
+            Mode::Standalone(node) => Ok(node.topology()),
+            Mode::Cluster(cluster) => cluster.topology().await,
+            Mode::Sentinel(sentinel) => sentinel.topology().await,
+        }
+    }
+
+    /// Sentinel mode: lets the master go (after a `READONLY` or a broken
+    /// connection), so the next request asks the sentinels again.
+    pub(super) fn forget_master(&self) {
+        if let Mode::Sentinel(sentinel) = &self.0 {
+            sentinel.forget_master();
+        }
+    }
+}
+
+/// Where a URL points, with TLS if it is `rediss://`.
+fn address(url: &RedisUrl) -> ConnectionAddr {
+    if url.tls {
+        ConnectionAddr::TcpTls {
+            host: url.host.clone(),
+            port: url.port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(url.host.clone(), url.port)
+    }
+}
+
+fn endpoint_of(addr: &ConnectionAddr) -> String {
+    match addr {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{host}:{port}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The data nodes' database, user, password and protocol.
+fn node_settings(config: &RedisConfig) -> RedisConnectionInfo {
+    let first = config.url.first();
+    let mut settings = RedisConnectionInfo::default()
+        .set_db(i64::from(first.db))
+        .set_protocol(ProtocolVersion::RESP3);
+    if let Some(user) = &first.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &config.password {
+        settings = settings.set_password(password.expose());
+    }
+    settings
+}
+
+/// The CA and client certificate files, read once.
+fn certificates(config: &RedisConfig) -> RedisResult<Option<TlsCertificates>> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|err| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "cannot read a TLS file",
+                format!("{}: {err}", path.display()),
+            ))
+        })
+    };
+    let root_cert = config.tls_ca_file.as_deref().map(read).transpose()?;
+    let client_tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        _ => None,
+    };
+    Ok(
+        (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }),
+    )
+}
