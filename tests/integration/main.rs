@@ -12,6 +12,7 @@ mod helpers;
 mod http_surface;
 mod ingress;
 mod landing;
+mod layout;
 mod memory;
 mod mixin;
 mod pki;

@@ -1,0 +1,145 @@
+//! `redis-server`.
+
+use std::process::{Child, Command, Stdio};
+
+use tempfile::TempDir;
+
+use super::*;
+
+/// A `redis-server` process.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a Redis with no persistence.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a Redis with extra command-line arguments (e.g. `--requirepass`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// Starts a Redis on a given port.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let mut server = Self {
+            child: None,
+            port,
+            dir: TempDir::new().expect("temp dir"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let binary = require("redis-server", "apt-get install -y redis-server");
+        let log = self.dir.path().join("redis.log");
+        let mut child = Command::new(binary)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--dir",
+                &self.dir.path().display().to_string(),
+                "--logfile",
+                &log.display().to_string(),
+            ])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start redis-server");
+        wait_for_port(self.port, &mut child, "redis-server", &log);
+        self.child = Some(child);
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether it runs (it was not killed, or was restarted).
+    #[allow(dead_code)]
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// SIGSTOP: the server holds its connections but answers nothing.
+    #[allow(dead_code)]
+    pub fn stall(&self) {
+        if let Some(child) = &self.child {
+            signal(child, "STOP");
+        }
+    }
+
+    /// SIGCONT after [`RedisServer::stall`].
+    #[allow(dead_code)]
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            signal(child, "CONT");
+        }
+    }
+
+    /// Runs `redis-cli` against this server and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let binary = require("redis-cli", "apt-get install -y redis-tools");
+        let out = Command::new(binary)
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("cannot run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Fills this server (started with a `maxmemory` under `noeviction`)
+    /// with the user's keys until it refuses a write with OOM.
+    pub fn fill_until_oom(&self) {
+        let value = "x".repeat(64 * 1024);
+        for i in 0..1000 {
+            if self
+                .cli(&["SET", &format!("user:fill:{i}"), &value])
+                .contains("OOM")
+            {
+                return;
+            }
+        }
+        panic!("Redis never refused a write");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child, "CONT");
+        }
+        self.kill();
+    }
+}
