@@ -1,8 +1,10 @@
-// Renders the mixin as a Prometheus rule file, or as a Prometheus Operator
-// PrometheusRule. scripts/mixin.sh runs it; tests run it with a `config`
-// that shortens the windows.
+// Renders the mixin as a Prometheus rule file, as a Prometheus Operator
+// PrometheusRule, or (without -S) as the Grafana dashboard. scripts/mixin.sh
+// runs it; tests run it with a `config` that shortens the windows or renames
+// the job.
 //
 //   jsonnet -S -J mixin mixin/build.jsonnet [--tla-code 'config={...}'] [--tla-str format=prometheusrule]
+//   jsonnet -J mixin mixin/build.jsonnet --tla-str format=dashboard
 function(config={}, format='rules')
   local mixin = (import 'mixin.libsonnet') + { _config+:: config };
   // Every expression as a block, so the YAML needs no escaped quotes.
@@ -36,5 +38,7 @@ function(config={}, format='rules')
       },
       spec: { groups: groups },
     })
+  else if format == 'dashboard' then
+    mixin.grafanaDashboards['llm-cache-exporter.json']
   else
-    error 'mixin: format must be rules or prometheusrule, got ' + format
+    error 'mixin: format must be rules, prometheusrule or dashboard, got ' + format

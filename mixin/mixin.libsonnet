@@ -1,5 +1,7 @@
-// The llm-cache-exporter monitoring mixin: `prometheusRules` and
-// `prometheusAlerts`, configured by `_config` (see config.libsonnet).
+// The llm-cache-exporter monitoring mixin: `prometheusRules`,
+// `prometheusAlerts` and `grafanaDashboards`, configured by `_config` (see
+// config.libsonnet).
 (import 'config.libsonnet')
 + (import 'rules.libsonnet')
 + (import 'alerts.libsonnet')
++ (import 'dashboards.libsonnet')

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders the monitoring mixin (mixin/) with Debian's jsonnet into the files
-# that ship: alerts/llm-cache-exporter.rules.yml and
-# deploy/kubernetes/prometheusrule.yaml.
+# that ship: alerts/llm-cache-exporter.rules.yml,
+# deploy/kubernetes/prometheusrule.yaml and dashboards/llm-cache-exporter.json.
 #   scripts/mixin.sh           regenerate them
 #   scripts/mixin.sh --check   fail if the committed files differ from the mixin
 set -euo pipefail
@@ -9,10 +9,17 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 apt_ensure jsonnet:jsonnet
 
-render() { jsonnet -S -J mixin mixin/build.jsonnet --tla-str "format=$1"; }
+render() {
+  if [ "$1" = dashboard ]; then
+    jsonnet -J mixin mixin/build.jsonnet --tla-str "format=$1"
+  else
+    jsonnet -S -J mixin mixin/build.jsonnet --tla-str "format=$1"
+  fi
+}
 
 status=0
-for pair in rules:alerts/llm-cache-exporter.rules.yml prometheusrule:deploy/kubernetes/prometheusrule.yaml; do
+for pair in rules:alerts/llm-cache-exporter.rules.yml prometheusrule:deploy/kubernetes/prometheusrule.yaml \
+  dashboard:dashboards/llm-cache-exporter.json; do
   format="${pair%%:*}" file="${pair#*:}"
   if [ "${1:-}" = "--check" ]; then
     if ! diff -u "$file" <(render "$format"); then

@@ -2,19 +2,24 @@
 //! daemon: every rule evaluates, every panel is described and its legend
 //! names the instance (or its query aggregates), every query is accepted and
 //! returns data (but for panels documented as conditional), and a dead Redis
-//! makes the backend-down alert's expression true.
+//! makes the backend-down alert's expression true. The same for the rules
+//! and dashboard the mixin renders with other windows and a renamed job.
 
 use std::time::Duration;
 
 use crate::helpers::{
-    backend_flags, poll, repo, spawn_app, ChromaServer, PrometheusServer, RedisServer,
+    backend_flags, poll, render_mixin, repo, spawn_app, ChromaServer, PrometheusServer, RedisServer,
 };
 
-/// Every panel's expressions, with Grafana's variables substituted, and
-/// whether the panel may legitimately be empty; and the rows' titles.
-fn dashboard_queries(instance: &str) -> (Vec<(String, String, bool)>, Vec<String>) {
-    let text = std::fs::read_to_string(repo("dashboards/llm-cache-exporter.json")).unwrap();
-    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+/// Every panel's expressions in the dashboard `text`, with Grafana's
+/// variables substituted (`job`, `instance`), and whether the panel may
+/// legitimately be empty; and the rows' titles.
+fn dashboard_queries(
+    text: &str,
+    job: &str,
+    instance: &str,
+) -> (Vec<(String, String, bool)>, Vec<String>) {
+    let dashboard: serde_json::Value = serde_json::from_str(text).unwrap();
     assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 39);
     assert!(
         !text.contains("\"uid\": \"prometheus\""),
@@ -53,7 +58,7 @@ fn dashboard_queries(instance: &str) -> (Vec<(String, String, bool)>, Vec<String
                 "{title}: the legend {legend} hides which instance"
             );
             let expr = raw
-                .replace("$job", "llm-cache-exporter")
+                .replace("$job", job)
                 .replace("$instance", instance)
                 .replace("$__rate_interval", "30s")
                 .replace("$__range", "1h");
@@ -61,6 +66,92 @@ fn dashboard_queries(instance: &str) -> (Vec<(String, String, bool)>, Vec<String
         }
     }
     (queries, rows)
+}
+
+/// Every query of the dashboard `text` is valid PromQL and, unless its
+/// panel is documented as conditional, returns data.
+async fn assert_queries_return_data(
+    prometheus: &PrometheusServer,
+    text: &str,
+    job: &str,
+    instance: &str,
+) {
+    let (queries, rows) = dashboard_queries(text, job, instance);
+    assert!(queries.len() >= 55, "{} queries", queries.len());
+    for row in ["SLO", "Topology", "Exporter"] {
+        assert!(rows.iter().any(|r| r == row), "no {row} row in {rows:?}");
+    }
+    for (title, expr, conditional) in &queries {
+        let answer = prometheus.try_query(expr).await;
+        assert_eq!(answer["status"], "success", "{title}: {expr}: {answer}");
+        if *conditional {
+            continue;
+        }
+        poll(
+            &format!("data for {title}: {expr}"),
+            Duration::from_secs(30),
+            || async {
+                let result = prometheus.query(expr).await;
+                result
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty())
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// Windows other than the default ones, and a job named otherwise.
+const OTHER: &str = r#"{
+  selector: 'job="canary"',
+  slo+: { windows: [
+    { severity: 'critical', long: '2h', short: '10m', factor: 10, 'for': '2m' },
+    { severity: 'warning', long: '2d', short: '4h', factor: 2, 'for': '1h' },
+  ] },
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_rendered_with_other_windows_and_job_has_data_in_every_panel() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let app = spawn_app(&backend_flags(&redis, &chroma)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, render_mixin(OTHER, "rules").unwrap()).unwrap();
+    let dashboard = render_mixin(OTHER, "dashboard").unwrap();
+    // The SLO row reads the configured windows' recording rules, and the
+    // variables list the configured job.
+    for wanted in [
+        "llmcache:operation_error_ratio:rate10m",
+        "llmcache:operation_slow_ratio:rate2d",
+        "llmcache:operation_error_ratio:rate2h",
+        // As the JSON text spells it.
+        r#"label_values(llmcache_build_info{job=\"canary\"}, job)"#,
+    ] {
+        assert!(dashboard.contains(wanted), "{wanted} not in the dashboard");
+    }
+    for gone in ["rate5m{", "rate3d{", "rate1h{"] {
+        assert!(
+            !dashboard.contains(&format!("ratio:{gone}")),
+            "{gone} left in the dashboard"
+        );
+    }
+    // The scrape job's series relabelled as job="canary".
+    let canary = "    relabel_configs:\n      - target_label: job\n        replacement: canary\n";
+    let prometheus = PrometheusServer::start_with_job(app.addr, &[rules], canary);
+    poll("the first scrapes", Duration::from_secs(30), || async {
+        let result = prometheus
+            .query(r#"count_over_time(up{job="canary"}[1m])"#)
+            .await;
+        result[0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|n| *n >= 8.0)
+    })
+    .await;
+    assert_queries_return_data(&prometheus, &dashboard, "canary", &app.addr.to_string()).await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,30 +196,8 @@ async fn rules_and_dashboard_work_against_a_real_prometheus() {
 
     // Every dashboard query is valid PromQL and, unless documented as
     // conditional, returns data.
-    let (queries, rows) = dashboard_queries(&instance);
-    assert!(queries.len() >= 55, "{} queries", queries.len());
-    for row in ["SLO", "Topology", "Exporter"] {
-        assert!(rows.iter().any(|r| r == row), "no {row} row in {rows:?}");
-    }
-    for (title, expr, conditional) in &queries {
-        let answer = prometheus.try_query(expr).await;
-        assert_eq!(answer["status"], "success", "{title}: {expr}: {answer}");
-        if *conditional {
-            continue;
-        }
-        poll(
-            &format!("data for {title}: {expr}"),
-            Duration::from_secs(30),
-            || async {
-                let result = prometheus.query(expr).await;
-                result
-                    .as_array()
-                    .is_some_and(|r| !r.is_empty())
-                    .then_some(())
-            },
-        )
-        .await;
-    }
+    let dashboard = std::fs::read_to_string(repo("dashboards/llm-cache-exporter.json")).unwrap();
+    assert_queries_return_data(&prometheus, &dashboard, "llm-cache-exporter", &instance).await;
 
     // Killing Redis makes the backend-down expression true, and the alert pends.
     redis.kill();

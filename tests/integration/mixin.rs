@@ -67,10 +67,11 @@ fn promtool_check(text: &str) -> Result<(), String> {
 }
 
 #[test]
-fn the_committed_rule_files_are_what_the_mixin_renders() {
+fn the_committed_rule_files_and_dashboard_are_what_the_mixin_renders() {
     for (format, file) in [
         ("rules", "alerts/llm-cache-exporter.rules.yml"),
         ("prometheusrule", "deploy/kubernetes/prometheusrule.yaml"),
+        ("dashboard", "dashboards/llm-cache-exporter.json"),
     ] {
         let committed = std::fs::read_to_string(repo(file)).unwrap();
         let rendered = render_mixin("{}", format).unwrap();

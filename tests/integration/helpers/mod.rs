@@ -187,12 +187,16 @@ pub fn repo(path: &str) -> PathBuf {
 }
 
 /// The mixin rendered by Debian's jsonnet with `config` (jsonnet, merged
-/// into `_config`) as `format` (`rules` or `prometheusrule`): the text, or
-/// jsonnet's error.
+/// into `_config`) as `format` (`rules`, `prometheusrule` or `dashboard`):
+/// the text, or jsonnet's error.
 pub fn render_mixin(config: &str, format: &str) -> Result<String, String> {
     let jsonnet = require("jsonnet", "apt-get install -y jsonnet");
-    let output = Command::new(jsonnet)
-        .arg("-S")
+    let mut command = Command::new(jsonnet);
+    // The rule files are YAML text; the dashboard is a JSON document.
+    if format != "dashboard" {
+        command.arg("-S");
+    }
+    let output = command
         .arg("-J")
         .arg(repo("mixin"))
         .arg(repo("mixin/build.jsonnet"))
