@@ -102,6 +102,19 @@ async fn assert_queries_return_data(
     }
 }
 
+/// Waits until Prometheus has scraped `job` a few times.
+async fn wait_for_scrapes(prometheus: &PrometheusServer, job: &str) {
+    let expr = format!(r#"count_over_time(up{{job="{job}"}}[1m])"#);
+    poll("the first scrapes", Duration::from_secs(30), || async {
+        let result = prometheus.query(&expr).await;
+        result[0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|n| *n >= 8.0)
+    })
+    .await;
+}
+
 /// Windows other than the default ones, and a job named otherwise.
 const OTHER: &str = r#"{
   selector: 'job="canary"',
@@ -140,16 +153,7 @@ async fn a_dashboard_rendered_with_other_windows_and_job_has_data_in_every_panel
     // The scrape job's series relabelled as job="canary".
     let canary = "    relabel_configs:\n      - target_label: job\n        replacement: canary\n";
     let prometheus = PrometheusServer::start_with_job(app.addr, &[rules], canary);
-    poll("the first scrapes", Duration::from_secs(30), || async {
-        let result = prometheus
-            .query(r#"count_over_time(up{job="canary"}[1m])"#)
-            .await;
-        result[0]["value"][1]
-            .as_str()
-            .and_then(|v| v.parse::<f64>().ok())
-            .filter(|n| *n >= 8.0)
-    })
-    .await;
+    wait_for_scrapes(&prometheus, "canary").await;
     assert_queries_return_data(&prometheus, &dashboard, "canary", &app.addr.to_string()).await;
     app.stop().await;
 }
@@ -163,16 +167,7 @@ async fn rules_and_dashboard_work_against_a_real_prometheus() {
         PrometheusServer::start(app.addr, &[repo("alerts/llm-cache-exporter.rules.yml")]);
     let instance = app.addr.to_string();
 
-    poll("the first scrapes", Duration::from_secs(30), || async {
-        let result = prometheus
-            .query(r#"count_over_time(up{job="llm-cache-exporter"}[1m])"#)
-            .await;
-        result[0]["value"][1]
-            .as_str()
-            .and_then(|v| v.parse::<f64>().ok())
-            .filter(|n| *n >= 8.0)
-    })
-    .await;
+    wait_for_scrapes(&prometheus, "llm-cache-exporter").await;
 
     // Every recording and alerting rule has been evaluated without error.
     let groups = poll("every rule evaluated", Duration::from_secs(30), || async {
