@@ -223,8 +223,11 @@ impl Running {
 
     /// Removes the probe's data, if configured (bounded).
     async fn cleanup(&self) {
+        // Boxed: the cleanup's future nests every client layer, deeper than
+        // the compiler's default limit allows inside `App::run`'s.
+        let cleanup = Box::pin(self.workload.cleanup());
         if self.cleanup_on_exit
-            && tokio::time::timeout(Duration::from_secs(5), self.workload.cleanup())
+            && tokio::time::timeout(Duration::from_secs(5), cleanup)
                 .await
                 .is_err()
         {

@@ -46,6 +46,7 @@ const FLAGS: &[Flag] = &[
     ("log.file", Some("log.file"), "PATH", "Write logs to daily-rotated files PATH.YYYY-MM-DD instead of stderr"),
     ("path.procfs", Some("memory.procfs_path"), "PATH", "Root of the proc filesystem the memory monitor reads"),
     ("path.sysfs", Some("memory.sysfs_path"), "PATH", "Root of the sys filesystem the memory monitor reads"),
+    ("canary.enabled", Some("canary.enabled"), "BOOL", "Run the canary's own workload against --redis.url and --chroma.url; false for a /probe-only deployment"),
 ];
 
 /// `--redis.url` becomes `LLMCACHE_REDIS_URL`.

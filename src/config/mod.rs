@@ -10,6 +10,7 @@
 //! secrets as `***`) for `--check-config`.
 
 mod flags;
+mod probe;
 pub(crate) mod values;
 
 use std::ffi::OsString;
@@ -26,6 +27,9 @@ use smart_default::SmartDefault;
 use crate::secret::Secret;
 use crate::web_config::{self, WebSettings};
 use flags::{blame, CommandLine};
+pub(crate) use probe::{
+    AppFields, CanaryConfig, ModuleConfig, ProbeConfig, ProberKind, TargetPattern,
+};
 use values::{
     any_case, byte_size, chroma_name, directory, duration, float, int, key_prefix, listen_address,
     log_file, readable_file, HttpUrl, RedisUrl, RedisUrls, SecretFile,
@@ -88,6 +92,8 @@ pub struct Config {
     pub(crate) cache: CacheConfig,
     pub(crate) workload: WorkloadConfig,
     pub(crate) memory: MemoryConfig,
+    pub(crate) canary: CanaryConfig,
+    pub(crate) probe: ProbeConfig,
     #[serde(skip)]
     pub(crate) config_file: Option<PathBuf>,
 }
@@ -531,10 +537,72 @@ impl Config {
             (weights.iter().sum::<f64>() + mix.store_memory <= 0.0, blame("workload.mix.store_memory").replace(".store_memory", ""), "at least one weight must be positive"),
         ];
         let refused = refusals.into_iter().find(|(refused, ..)| *refused);
-        match refused {
-            Some((_, key, message)) => Err(ConfigError::invalid(key, message)),
-            None => Ok(()),
+        if let Some((_, key, message)) = refused {
+            return Err(ConfigError::invalid(key, message));
         }
+        self.check_modules(&blame)
+    }
+
+    /// Each `[probe.modules.NAME]`: a prober, and only the keys it reads.
+    fn check_modules(&self, blame: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        let defaults = ModuleConfig::default();
+        for (name, module) in &self.probe.modules {
+            let key = |field: &str| blame(&format!("probe.modules.{name}.{field}"));
+            let Some(prober) = module.prober else {
+                return Err(ConfigError::invalid(
+                    key("prober"),
+                    "is required: redis, chroma or app",
+                ));
+            };
+            if prober == ProberKind::Redis && module.mode == RedisMode::Sentinel {
+                return Err(ConfigError::invalid(
+                    key("mode"),
+                    "a redis module probes standalone nodes or clusters (by a seed); a sentinel's master is a target of its own",
+                ));
+            }
+            let redis_only = [
+                ("mode", module.mode != defaults.mode),
+                ("username", module.username.is_some()),
+                ("password_file", module.password_file.is_some()),
+                ("tls_ca_file", module.tls_ca_file.is_some()),
+                ("tls_cert_file", module.tls_cert_file.is_some()),
+                ("tls_key_file", module.tls_key_file.is_some()),
+                ("key_prefix", module.key_prefix != defaults.key_prefix),
+                ("round_trips", module.round_trips != defaults.round_trips),
+            ];
+            let chroma_only = [
+                ("tenant", module.tenant != defaults.tenant),
+                ("database", module.database != defaults.database),
+                ("collection", module.collection != defaults.collection),
+            ];
+            let app_only = [
+                ("path", module.path != defaults.path),
+                ("fields", module.fields != defaults.fields),
+            ];
+            let foreign = [
+                (ProberKind::Redis, &redis_only[..]),
+                (ProberKind::Chroma, &chroma_only[..]),
+                (ProberKind::App, &app_only[..]),
+            ]
+            .into_iter()
+            .filter(|(owner, _)| *owner != prober)
+            .flat_map(|(owner, keys)| keys.iter().map(move |(field, set)| (owner, *field, *set)))
+            .find(|(.., set)| *set);
+            if let Some((owner, field, _)) = foreign {
+                return Err(ConfigError::invalid(
+                    key(field),
+                    format!(
+                        "applies to a {} module; this one's prober is {}",
+                        owner.as_str(),
+                        prober.as_str()
+                    ),
+                ));
+            }
+            if prober == ProberKind::App && !module.path.starts_with('/') {
+                return Err(ConfigError::invalid(key("path"), "must start with /"));
+            }
+        }
+        Ok(())
     }
 
     /// The effective configuration as TOML, secrets shown as `***`.

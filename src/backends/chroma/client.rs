@@ -127,14 +127,16 @@ pub(crate) struct ChromaClient {
     http: reqwest::Client,
     heartbeat_url: Url,
     collections_url: Url,
-    metrics: BackendMetrics,
+    /// The canary's request series; `None` for a fleet probe, which times
+    /// its requests in its own registry.
+    metrics: Option<BackendMetrics>,
 }
 
 impl ChromaClient {
     /// Builds the client; no request is made.
     pub(crate) fn new(
         config: &ChromaConfig,
-        metrics: BackendMetrics,
+        metrics: Option<BackendMetrics>,
     ) -> Result<Self, BackendError> {
         let mut headers = HeaderMap::new();
         if let Some(token) = config.token_file.as_ref().map(|file| &file.secret) {
@@ -340,7 +342,9 @@ impl ChromaClient {
     ) -> Result<T, BackendError> {
         let start = Instant::now();
         let result = self.send(method, url, body).await;
-        self.metrics.observe(request, start, &result);
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(request, start, &result);
+        }
         result
     }
 

@@ -66,7 +66,7 @@ impl ChromaBackend {
             config.url.0.port_or_known_default().unwrap_or(8000)
         );
         Ok(Self {
-            client: ChromaClient::new(config, metrics.clone())?,
+            client: ChromaClient::new(config, Some(metrics.clone()))?,
             collection: config.collection.clone(),
             endpoint,
             health: HealthPublisher::new(Backend::Chroma, metrics, ComponentHealth::starting()),

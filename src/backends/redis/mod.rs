@@ -8,6 +8,7 @@
 //! Nothing here connects at construction, so a Redis that is down at start is
 //! reported down, not a startup failure.
 
+mod client;
 mod codes;
 mod connection;
 mod gate;
@@ -15,8 +16,9 @@ pub(crate) mod info;
 mod metrics;
 pub(crate) mod topology;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -25,11 +27,11 @@ pub(crate) use info::{parse_info, RedisInfo};
 pub(crate) use metrics::RedisMetrics;
 
 use super::probe::{millis_since, probe_loop, ComponentHealth, HealthPublisher, Probe, Status};
-use super::{request_labels, Backend, BackendError, BackendMetrics, ErrorKind};
+use super::{request_labels, Backend, BackendError, BackendMetrics};
 use crate::config::RedisConfig;
-use crate::secret::Secret;
-use codes::{classify, ReplyCode};
-use connection::Nodes;
+pub(crate) use client::{Failure, RedisClient};
+pub(crate) use codes::ReplyCode;
+pub(crate) use connection::Topology;
 use gate::Gate;
 use metrics::CodeLabels;
 
@@ -46,13 +48,9 @@ request_labels! {
     }
 }
 
-/// The Redis clients and their probe state.
+/// The canary's Redis: the client, and what the canary records of it.
 pub(crate) struct RedisBackend {
-    nodes: Nodes,
-    timeout: Duration,
-    secrets: Vec<Secret>,
-    /// The configured node(s), for logs; never a URL, which may hold credentials.
-    endpoint: String,
+    client: RedisClient,
     metrics: BackendMetrics,
     redis: RedisMetrics,
     health: HealthPublisher,
@@ -67,31 +65,9 @@ impl RedisBackend {
         metrics: BackendMetrics,
         redis: RedisMetrics,
     ) -> Result<Self, BackendError> {
-        let secrets: Vec<Secret> = config
-            .password
-            .iter()
-            .cloned()
-            .chain(
-                config
-                    .sentinel_password_file
-                    .iter()
-                    .map(|f| f.secret.clone()),
-            )
-            .collect();
-        let nodes = Nodes::new(config, redis.master_changes.clone())
-            .map_err(|err| classify(&err, &secrets).0)?;
-        let endpoint = config
-            .url
-            .0
-            .iter()
-            .map(|url| url.endpoint())
-            .collect::<Vec<_>>()
-            .join(",");
+        let client = RedisClient::new(config, redis.master_changes.clone())?;
         Ok(Self {
-            nodes,
-            timeout: config.timeout,
-            secrets,
-            endpoint,
+            client,
             health: HealthPublisher::new(
                 Backend::Redis,
                 metrics.clone(),
@@ -115,38 +91,29 @@ impl RedisBackend {
         self.info.subscribe()
     }
 
-    /// Runs `request` with the request timeout, unless `gated` and the gate
-    /// is closed (then nothing is sent, and nothing recorded as a backend
-    /// request); records its latency and outcome, counts error codes, and
-    /// lets a sentinel master go after a `READONLY` or a broken connection.
+    /// Runs `request`, unless `gated` and the gate is closed (then nothing
+    /// is sent, and nothing recorded as a backend request); records its
+    /// latency and outcome and counts its error codes.
     async fn call<T>(
         &self,
         request: RedisRequest,
         gated: bool,
-        send: impl std::future::Future<Output = redis::RedisResult<T>>,
+        send: impl Future<Output = Result<T, Failure>>,
     ) -> Result<T, BackendError> {
-        let gate = !self.nodes.is_cluster();
+        let gate = !self.client.is_cluster();
         if gated && gate {
             self.gate.admit()?;
         }
         let start = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, send).await {
-            Err(_) => Err(BackendError::timeout(Backend::Redis, self.timeout)),
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => {
-                let (error, codes) = classify(&err, &self.secrets);
-                for code in &codes {
-                    self.redis
-                        .error_replies
-                        .get_or_create(&CodeLabels { code: *code })
-                        .inc();
-                }
-                if codes.contains(&ReplyCode::ReadOnly) || error.kind == ErrorKind::Connection {
-                    self.nodes.forget_master();
-                }
-                Err(error)
+        let result = send.await.map_err(|failure| {
+            for code in &failure.codes {
+                self.redis
+                    .error_replies
+                    .get_or_create(&CodeLabels { code: *code })
+                    .inc();
             }
-        };
+            failure.error
+        });
         self.metrics.observe(request, start, &result);
         if gate {
             self.gate.record(&result);
@@ -166,10 +133,12 @@ impl RedisBackend {
         start: i64,
         stop: i64,
     ) -> Result<Vec<String>, BackendError> {
-        let mut cmd = redis::cmd("LRANGE");
-        cmd.arg(key).arg(start).arg(stop);
-        self.call(RedisRequest::Lrange, true, self.nodes.query(&cmd))
-            .await
+        self.call(
+            RedisRequest::Lrange,
+            true,
+            self.client.lrange(key, start, stop),
+        )
+        .await
     }
 
     /// `RPUSH` + `LTRIM` (keep the last `keep`) + `PEXPIRE` in one `MULTI`.
@@ -180,16 +149,8 @@ impl RedisBackend {
         keep: i64,
         ttl_ms: u64,
     ) -> Result<(), BackendError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .rpush(key, value)
-            .ignore()
-            .ltrim(key, -(keep as isize), -1)
-            .ignore()
-            .pexpire(key, i64::try_from(ttl_ms).unwrap_or(i64::MAX))
-            .ignore();
-        self.call(RedisRequest::StoreEntry, true, self.nodes.query_pipe(&pipe))
-            .await
+        let push = self.client.push_trimmed(key, value, keep, ttl_ms);
+        self.call(RedisRequest::StoreEntry, true, push).await
     }
 
     /// Deletes every key matching `{prefix}*` on every master with `SCAN`
@@ -211,7 +172,7 @@ impl RedisBackend {
                     .call(
                         RedisRequest::Scan,
                         false,
-                        self.nodes.on_master(master, &scan),
+                        self.client.on_master(master, &scan),
                     )
                     .await?;
                 // SCAN's MATCH is the filter; this re-check is a second fence.
@@ -221,7 +182,7 @@ impl RedisBackend {
                     let mut unlink = redis::cmd("UNLINK");
                     unlink.arg(&keys);
                     let n: u64 = self
-                        .call(RedisRequest::Unlink, false, self.nodes.query(&unlink))
+                        .call(RedisRequest::Unlink, false, self.client.query(&unlink))
                         .await?;
                     removed += n;
                 }
@@ -240,14 +201,9 @@ impl RedisBackend {
     }
 
     /// Who serves; a request only where the mode needs one.
-    async fn topology(&self) -> Result<connection::Topology, BackendError> {
-        match self.nodes.fixed_topology() {
-            Some(topology) => Ok(topology),
-            None => {
-                self.call(RedisRequest::Topology, false, self.nodes.topology())
-                    .await
-            }
-        }
+    async fn topology(&self) -> Result<Topology, BackendError> {
+        self.call(RedisRequest::Topology, false, self.client.topology())
+            .await
     }
 
     /// PING and `INFO` on every master: all of them, or why not.
@@ -259,7 +215,7 @@ impl RedisBackend {
                 .call(
                     RedisRequest::Ping,
                     false,
-                    self.nodes.on_master(master, &ping),
+                    self.client.on_master(master, &ping),
                 )
                 .await;
             if let Err(err) = pong {
@@ -273,7 +229,7 @@ impl RedisBackend {
                 .call(
                     RedisRequest::Info,
                     false,
-                    self.nodes.on_master::<String>(master, &info),
+                    self.client.on_master::<String>(master, &info),
                 )
                 .await
             {
@@ -293,7 +249,7 @@ impl RedisBackend {
 
 impl Probe for RedisBackend {
     fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.client.endpoint()
     }
 
     /// The topology, then PING and `INFO` on every master.
@@ -304,7 +260,7 @@ impl Probe for RedisBackend {
             Err(err) => {
                 return self.down(format!(
                     "{} failed ({}): {err}",
-                    self.endpoint,
+                    self.client.endpoint(),
                     err.kind.as_str()
                 ))
             }

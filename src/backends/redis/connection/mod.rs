@@ -32,13 +32,13 @@ enum Mode {
 }
 
 /// What a look at the topology found.
-pub(super) struct Topology {
+pub(crate) struct Topology {
     /// `host:port` of every master.
-    pub(super) masters: Vec<String>,
+    pub(crate) masters: Vec<String>,
     /// `None` where only the masters' `INFO` (`connected_slaves`) knows.
-    pub(super) replicas: Option<usize>,
+    pub(crate) replicas: Option<usize>,
     /// The mode and who serves, for `/health`.
-    pub(super) summary: String,
+    pub(crate) summary: String,
 }
 
 /// What every mode's client is built from.
