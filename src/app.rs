@@ -28,6 +28,7 @@ use crate::backends::BackendMetrics;
 use crate::cache::{CacheFamilies, CacheManager};
 use crate::config::{Config, ConfigError};
 use crate::embeddings::Embedder;
+use crate::fleet::{Fleet, FleetMetrics};
 use crate::health::HealthSources;
 use crate::http::auth::BasicAuth;
 use crate::http::connections::{ConnectionMetrics, Connections, Limits};
@@ -51,6 +52,7 @@ struct Families {
     workload: WorkloadMetrics,
     memory: MemoryMetrics,
     connections: ConnectionMetrics,
+    fleet: FleetMetrics,
 }
 
 impl Families {
@@ -70,6 +72,7 @@ impl Families {
         let workload = WorkloadMetrics::register(builder.namespace());
         let memory = MemoryMetrics::register(builder.namespace());
         let connections = ConnectionMetrics::register(builder.namespace());
+        let fleet = FleetMetrics::register(builder.namespace());
         Self {
             metrics: Arc::new(builder.finish()),
             backend,
@@ -79,6 +82,7 @@ impl Families {
             workload,
             memory,
             connections,
+            fleet,
         }
     }
 }
@@ -91,6 +95,7 @@ struct Parts {
     embedder: Arc<Embedder>,
     workload: Arc<Workload>,
     monitor: MemoryMonitor,
+    fleet: Arc<Fleet>,
     cleanup_on_exit: bool,
 }
 
@@ -162,6 +167,7 @@ impl Parts {
             embedder,
             workload,
             monitor,
+            fleet: Arc::new(Fleet::new(&config.probe, families.fleet.clone())),
             cleanup_on_exit: config.workload.cleanup_on_exit,
         })
     }
@@ -306,6 +312,7 @@ impl App {
             ready: Arc::new(AtomicBool::new(false)),
             reload,
             series: Series::default(),
+            fleet: Arc::new(ArcSwap::new(parts.fleet.clone())),
         };
         Ok(Self {
             listener,
@@ -514,7 +521,9 @@ async fn reload(
         old.cleanup().await;
     }
     let health = parts.health();
+    let fleet = parts.fleet.clone();
     let running = parts.start();
+    http.fleet.store(fleet);
     // /health reads the new probes only once they have spoken, so a reload
     // never flashes "not probed yet" (503) at a load balancer.
     let (mut redis, mut chroma) = (health.redis.clone(), health.chroma.clone());

@@ -12,6 +12,7 @@ mod backends;
 mod cache;
 mod config;
 mod embeddings;
+mod fleet;
 mod health;
 mod http;
 mod memory;

@@ -27,9 +27,7 @@ use smart_default::SmartDefault;
 use crate::secret::Secret;
 use crate::web_config::{self, WebSettings};
 use flags::{blame, CommandLine};
-pub(crate) use probe::{
-    AppFields, CanaryConfig, ModuleConfig, ProbeConfig, ProberKind, TargetPattern,
-};
+pub(crate) use probe::{AppFields, CanaryConfig, ModuleConfig, ProbeConfig, ProberKind};
 use values::{
     any_case, byte_size, chroma_name, directory, duration, float, int, key_prefix, listen_address,
     log_file, readable_file, HttpUrl, RedisUrl, RedisUrls, SecretFile,
@@ -564,7 +562,6 @@ impl Config {
                 ("mode", module.mode != defaults.mode),
                 ("username", module.username.is_some()),
                 ("password_file", module.password_file.is_some()),
-                ("tls_ca_file", module.tls_ca_file.is_some()),
                 ("tls_cert_file", module.tls_cert_file.is_some()),
                 ("tls_key_file", module.tls_key_file.is_some()),
                 ("key_prefix", module.key_prefix != defaults.key_prefix),

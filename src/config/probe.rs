@@ -95,7 +95,7 @@ pub(crate) struct ModuleConfig {
     pub(crate) username: Option<String>,
     /// redis: the password for every target (a credentials file overrides it).
     pub(crate) password_file: Option<SecretFile>,
-    /// redis: for `rediss://` targets.
+    /// The CA bundle (PEM) to verify `rediss://` or `https://` targets with.
     #[serde(deserialize_with = "readable_file")]
     pub(crate) tls_ca_file: Option<PathBuf>,
     #[serde(deserialize_with = "readable_file")]

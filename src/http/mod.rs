@@ -1,12 +1,14 @@
 //! The HTTP surface: `/metrics`, `/health`, `/-/healthy`, `/-/ready`,
-//! `POST /-/reload` and the landing page, all behind the web config's basic
-//! auth ([`auth`]) and TLS ([`listener`]). Handlers only read what the
-//! background loops measured; none of them talks to a backend.
+//! `POST /-/reload`, the landing page and `/probe`, all behind the web
+//! config's basic auth ([`auth`]) and TLS ([`listener`]). Handlers only read
+//! what the background loops measured, except `/probe` ([`probe`]), which
+//! probes its target during the scrape, as blackbox_exporter does.
 
 pub(crate) mod auth;
 mod charts;
 pub(crate) mod connections;
 pub(crate) mod listener;
+mod probe;
 pub(crate) mod series;
 pub(crate) mod watch;
 
@@ -22,6 +24,7 @@ use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::fleet::Fleet;
 use crate::health::HealthSources;
 use crate::metrics::Metrics;
 
@@ -41,6 +44,8 @@ pub(crate) struct HttpState {
     pub(crate) reload: mpsc::Sender<ReloadRequest>,
     /// The last 30 minutes, for the landing page and `/api/v1/series`.
     pub(crate) series: series::Series,
+    /// `/probe`'s modules and pools; swapped by a reload.
+    pub(crate) fleet: Arc<ArcSwap<Fleet>>,
 }
 
 /// All routes, each behind basic auth when users are configured.
@@ -53,6 +58,7 @@ pub(crate) fn router(state: HttpState, auth: auth::BasicAuth) -> Router {
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload).put(reload))
         .route("/api/v1/series", get(api_series))
+        .route("/probe", get(probe::probe))
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn_with_state(auth, auth::require))

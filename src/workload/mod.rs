@@ -18,7 +18,7 @@ mod metrics;
 pub(crate) mod model;
 mod ops;
 mod pacer;
-mod recall;
+pub(crate) mod recall;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -7,6 +7,7 @@ mod cli;
 mod dashboards;
 mod embeddings;
 mod faults;
+mod fleet;
 mod flood;
 mod helpers;
 mod http_surface;

@@ -13,6 +13,7 @@ pub(crate) struct RedisInfo {
     pub(crate) evicted_keys: Option<u64>,
     /// Replicas attached to this node.
     pub(crate) connected_slaves: Option<u64>,
+    pub(crate) connected_clients: Option<u64>,
     /// `master` or `slave`, as INFO spells it.
     pub(crate) role: Option<String>,
     pub(crate) maxmemory_policy: Option<String>,
@@ -46,6 +47,7 @@ pub(crate) fn parse_info(text: &str) -> RedisInfo {
             "keyspace_misses" => info.keyspace_misses = number(),
             "evicted_keys" => info.evicted_keys = number(),
             "connected_slaves" => info.connected_slaves = number(),
+            "connected_clients" => info.connected_clients = number(),
             "role" => info.role = word(value),
             "maxmemory_policy" => info.maxmemory_policy = word(value),
             field => {
@@ -68,7 +70,7 @@ pub(crate) fn parse_info(text: &str) -> RedisInfo {
 mod tests {
     use super::*;
 
-    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\n\r\n# Stats\r\nkeyspace_hits:42\r\nkeyspace_misses:7\r\nevicted_keys:3\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\r\n# Errorstats\r\nerrorstat_ERR:count=4\r\nerrorstat_OOM:count=12\r\nerrorstat_WRONGTYPE:count=1\r\n";
+    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\n\r\n# Stats\r\nkeyspace_hits:42\r\nkeyspace_misses:7\r\nevicted_keys:3\r\n\r\n# Clients\r\nconnected_clients:3\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\r\n# Errorstats\r\nerrorstat_ERR:count=4\r\nerrorstat_OOM:count=12\r\nerrorstat_WRONGTYPE:count=1\r\n";
 
     #[test]
     fn parses_the_fields_we_export_from_crlf_text() {
@@ -83,6 +85,7 @@ mod tests {
                 keyspace_misses: Some(7),
                 evicted_keys: Some(3),
                 connected_slaves: Some(2),
+                connected_clients: Some(3),
                 role: Some("master".into()),
                 maxmemory_policy: Some("noeviction".into()),
                 errorstats: vec![

@@ -122,6 +122,13 @@ impl RedisMetrics {
 #[derive(Debug)]
 struct InfoCollector(Snapshot);
 
+/// The per-node `INFO` series of `masters` (`used_memory_bytes`,
+/// `keyspace_hits_total`, `server_errors_total`, `info`, ...), as the
+/// canary exports them: for a fleet probe's registry, under `redis_`.
+pub(crate) fn info_series(masters: Vec<(String, RedisInfo)>) -> Box<dyn Collector> {
+    Box::new(InfoCollector(Arc::new(ArcSwap::from_pointee(masters))))
+}
+
 /// An INFO field, per node.
 type Field = fn(&RedisInfo) -> Option<u64>;
 

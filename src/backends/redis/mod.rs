@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use info::{parse_info, RedisInfo};
-pub(crate) use metrics::RedisMetrics;
+pub(crate) use metrics::{info_series, RedisMetrics};
 
 use super::probe::{millis_since, probe_loop, ComponentHealth, HealthPublisher, Probe, Status};
 use super::{request_labels, Backend, BackendError, BackendMetrics};

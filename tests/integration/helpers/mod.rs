@@ -5,6 +5,7 @@
 //! the command that installs it.
 
 mod app;
+mod app_health;
 mod chroma;
 mod embeddings;
 mod prometheus;
@@ -16,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use app::{backend_flags, spawn_app, spawn_app_with_config, Daemon, TestApp};
+pub use app_health::AppServer;
 pub use chroma::ChromaServer;
 pub use embeddings::EmbeddingsServer;
 pub use prometheus::PrometheusServer;

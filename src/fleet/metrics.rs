@@ -1,0 +1,103 @@
+//! What `/metrics` says of the probes: `llmcache_probes_total{module,result}`,
+//! `llmcache_probe_duration_seconds{module}` and
+//! `llmcache_probe_pool_connections{prober}`. The `module` label takes the
+//! configured modules' names (empty for a request that named none that is
+//! configured).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::config::ProberKind;
+use crate::metrics::{label_values, latency_histogram};
+
+label_values! {
+    /// How a probe request ended, as the `result` label spells it.
+    pub(crate) enum ProbeResult {
+        Success => "success",
+        Failure => "failure",
+        Refused => "refused",
+        Busy => "busy",
+        BadRequest => "bad_request",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    module: String,
+    result: ProbeResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabels {
+    module: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProberLabels {
+    prober: &'static str,
+}
+
+/// The probe series on `/metrics`.
+#[derive(Clone, Debug)]
+pub(crate) struct FleetMetrics {
+    probes: Family<ResultLabels, Counter>,
+    duration: Family<ModuleLabels, Histogram, fn() -> Histogram>,
+    pooled: Family<ProberLabels, Gauge>,
+}
+
+impl FleetMetrics {
+    /// Registers the families under `registry` (the `llmcache_` namespace).
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            probes: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            pooled: Family::default(),
+        };
+        registry.register(
+            "probes",
+            "/probe requests, by module and how they ended",
+            metrics.probes.clone(),
+        );
+        registry.register_with_unit(
+            "probe_duration",
+            "How long each /probe took, by module",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "probe_pool_connections",
+            "Clients pooled for /probe targets, by prober",
+            metrics.pooled.clone(),
+        );
+        metrics
+    }
+
+    pub(crate) fn count(&self, module: &str, result: ProbeResult) {
+        self.probes
+            .get_or_create(&ResultLabels {
+                module: module.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    pub(crate) fn observe(&self, module: &str, seconds: f64) {
+        self.duration
+            .get_or_create(&ModuleLabels {
+                module: module.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub(crate) fn pooled(&self, prober: ProberKind, clients: u64) {
+        self.pooled
+            .get_or_create(&ProberLabels {
+                prober: prober.as_str(),
+            })
+            .set(i64::try_from(clients).unwrap_or(i64::MAX));
+    }
+}

@@ -1,0 +1,314 @@
+//! `/probe?target=&module=`: one probe of one target, blackbox_exporter
+//! style. Prometheus's service discovery supplies the targets and
+//! relabeling points the scrape here; the daemon keeps no list of them.
+//!
+//! [`Fleet::probe`] is the handler's whole logic: it checks the request
+//! (400 for a missing `target` or an unknown `module`, 403 for a target
+//! outside the module's `allowed_targets`, 503 past `max_concurrent`),
+//! derives the deadline from the scrape timeout, and runs the module's
+//! prober ([`redis`], [`chroma`] or [`app`]) with a fresh [`Report`]; the
+//! handler, not the prober, adds `probe_success` and
+//! `probe_duration_seconds`. Clients are pooled per target ([`pool`]); a
+//! module's `credentials_file` gives targets their own logins
+//! ([`credentials`]).
+
+mod app;
+mod chroma;
+mod credentials;
+mod metrics;
+mod pool;
+mod redis;
+mod report;
+mod target;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::backends::chroma::ChromaClient;
+use crate::backends::redis::RedisClient;
+use crate::config::{ModuleConfig, ProbeConfig, ProberKind};
+use credentials::{Credentials, Login};
+pub(crate) use metrics::{FleetMetrics, ProbeResult};
+use pool::{Pool, PoolKey};
+use report::Report;
+use target::Target;
+
+/// What the scrape timeout leaves the probe: blackbox_exporter's offset.
+const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
+
+/// The shortest deadline a probe gets, however short the scrape timeout.
+const MIN_DEADLINE: Duration = Duration::from_millis(100);
+
+/// A module, ready to probe with.
+struct Module {
+    config: ModuleConfig,
+    prober: ProberKind,
+    credentials: Option<Credentials>,
+}
+
+/// Every prober's pooled clients.
+pub(crate) struct Pools {
+    redis: Pool<RedisClient>,
+    chroma: Pool<ChromaClient>,
+    app: Pool<reqwest::Client>,
+}
+
+/// One generation's modules, bounds and pools. A reload builds a new one.
+pub(crate) struct Fleet {
+    modules: BTreeMap<String, Module>,
+    slots: Arc<Semaphore>,
+    pools: Pools,
+    metrics: FleetMetrics,
+    /// Tells this exporter's probe keys and records from another's.
+    exporter_id: String,
+}
+
+/// One probe's request.
+pub(crate) struct ProbeRequest {
+    pub(crate) target: Option<String>,
+    pub(crate) module: Option<String>,
+    pub(crate) debug: bool,
+    /// `X-Prometheus-Scrape-Timeout-Seconds`, if sent.
+    pub(crate) scrape_timeout: Option<f64>,
+}
+
+/// The answer: an HTTP status and a text body.
+pub(crate) struct ProbeAnswer {
+    pub(crate) status: u16,
+    pub(crate) body: String,
+}
+
+impl ProbeAnswer {
+    fn refused(status: u16, body: String) -> Self {
+        Self {
+            status,
+            body: body + "\n",
+        }
+    }
+}
+
+/// What a prober is handed.
+pub(crate) struct Probe<'a> {
+    module_name: &'a str,
+    module: &'a ModuleConfig,
+    target: &'a Target,
+    login: Login,
+    deadline: Duration,
+    pools: &'a Pools,
+    exporter_id: &'a str,
+}
+
+impl Probe<'_> {
+    fn pool_key(&self) -> PoolKey {
+        (
+            self.module_name.to_owned(),
+            self.target.given.clone(),
+            self.login.version,
+        )
+    }
+}
+
+impl Fleet {
+    /// Builds the modules of `config`; probes nothing.
+    pub(crate) fn new(config: &ProbeConfig, metrics: FleetMetrics) -> Self {
+        let modules = config
+            .modules
+            .iter()
+            .filter_map(|(name, module)| {
+                Some((
+                    name.clone(),
+                    Module {
+                        prober: module.prober?,
+                        credentials: module.credentials_file.as_deref().map(Credentials::new),
+                        config: module.clone(),
+                    },
+                ))
+            })
+            .collect();
+        let (capacity, idle) = (config.max_pooled_targets, config.pool_idle_timeout);
+        Self {
+            modules,
+            slots: Arc::new(Semaphore::new(config.max_concurrent)),
+            pools: Pools {
+                redis: Pool::new(capacity, idle),
+                chroma: Pool::new(capacity, idle),
+                app: Pool::new(capacity, idle),
+            },
+            metrics,
+            exporter_id: format!("{:08x}", fastrand::u32(..)),
+        }
+    }
+
+    /// Runs one probe, or says why not.
+    pub(crate) async fn probe(&self, request: ProbeRequest) -> ProbeAnswer {
+        let Some(name) = request.module.as_deref().filter(|m| !m.is_empty()) else {
+            self.metrics.count("", ProbeResult::BadRequest);
+            return ProbeAnswer::refused(400, "missing parameter module".into());
+        };
+        let Some(module) = self.modules.get(name) else {
+            self.metrics.count("", ProbeResult::BadRequest);
+            let known: Vec<&str> = self.modules.keys().map(String::as_str).collect();
+            return ProbeAnswer::refused(
+                400,
+                format!("unknown module {name:?} (parameter module); configured: {known:?}"),
+            );
+        };
+        let Some(given) = request.target.as_deref().filter(|t| !t.trim().is_empty()) else {
+            self.metrics.count(name, ProbeResult::BadRequest);
+            return ProbeAnswer::refused(400, "missing parameter target".into());
+        };
+        let target = match Target::parse(given, module.prober) {
+            Ok(target) => target,
+            Err(err) => {
+                self.metrics.count(name, ProbeResult::BadRequest);
+                return ProbeAnswer::refused(400, format!("{err} (parameter target)"));
+            }
+        };
+        if let Some(refusal) = refused(name, &module.config, &target) {
+            self.metrics.count(name, ProbeResult::Refused);
+            return ProbeAnswer::refused(403, refusal);
+        }
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+            self.metrics.count(name, ProbeResult::Busy);
+            return ProbeAnswer::refused(
+                503,
+                "too many probes at once (probe.max_concurrent); try again".into(),
+            );
+        };
+        let deadline = deadline(module.config.timeout, request.scrape_timeout);
+        let (success, text, log, took) = self.run(name, module, &target, deadline).await;
+        self.metrics.observe(name, took.as_secs_f64());
+        self.metrics.count(
+            name,
+            if success {
+                ProbeResult::Success
+            } else {
+                ProbeResult::Failure
+            },
+        );
+        self.metrics
+            .pooled(ProberKind::Redis, self.pools.redis.len());
+        self.metrics
+            .pooled(ProberKind::Chroma, self.pools.chroma.len());
+        self.metrics.pooled(ProberKind::App, self.pools.app.len());
+        if request.debug {
+            let module_toml = toml::to_string_pretty(&module.config)
+                .unwrap_or_else(|err| format!("# cannot render: {err}\n"));
+            let body = format!(
+                "Logs for the probe:\n{log}\n\nMetrics that would have been returned:\n{text}\n\
+                 Module configuration ({name}; secrets as ***, files by path):\n{module_toml}"
+            );
+            return ProbeAnswer { status: 200, body };
+        }
+        ProbeAnswer {
+            status: 200,
+            body: text,
+        }
+    }
+
+    /// The prober within the deadline; returns the verdict, the exposition,
+    /// the log and how long it took.
+    async fn run(
+        &self,
+        name: &str,
+        module: &Module,
+        target: &Target,
+        deadline: Duration,
+    ) -> (bool, String, String, Duration) {
+        let mut report = Report::new();
+        report.log(format!(
+            "probing {} with module {name} ({} prober), deadline {deadline:?}",
+            target.given,
+            module.prober.as_str()
+        ));
+        let login = match &module.credentials {
+            None => Ok(Login::default()),
+            Some(credentials) => credentials
+                .lookup(&target.given)
+                .map(Option::unwrap_or_default),
+        };
+        let success = match login {
+            Err(err) => {
+                report.log(format!("credentials_file: {err}"));
+                false
+            }
+            Ok(login) => {
+                let probe = Probe {
+                    module_name: name,
+                    module: &module.config,
+                    target,
+                    login,
+                    deadline,
+                    pools: &self.pools,
+                    exporter_id: &self.exporter_id,
+                };
+                let run = async {
+                    match module.prober {
+                        ProberKind::Redis => redis::probe(&probe, &mut report).await,
+                        ProberKind::Chroma => chroma::probe(&probe, &mut report).await,
+                        ProberKind::App => app::probe(&probe, &mut report).await,
+                    }
+                };
+                match tokio::time::timeout(deadline, run).await {
+                    Ok(success) => success,
+                    Err(_) => {
+                        report.log(format!("the deadline ({deadline:?}) passed"));
+                        false
+                    }
+                }
+            }
+        };
+        report.log(if success {
+            "probe succeeded"
+        } else {
+            "probe failed"
+        });
+        let (text, log, took) = report.finish(success);
+        (success, text, log, took)
+    }
+}
+
+/// Why `target` may not be probed with the module, if it may not.
+fn refused(name: &str, module: &ModuleConfig, target: &Target) -> Option<String> {
+    let Some(allowed) = &module.allowed_targets else {
+        return Some(format!(
+            "module {name} has no allowed_targets (probe.modules.{name}.allowed_targets): \
+             it probes nothing until it lists the CIDRs and host globs it may reach"
+        ));
+    };
+    (!allowed.iter().any(|p| p.allows(&target.host, target.port))).then(|| {
+        format!(
+            "target {} is outside module {name}'s allowed_targets (probe.modules.{name}.allowed_targets)",
+            target.endpoint()
+        )
+    })
+}
+
+/// The smaller of the module's timeout and the scrape timeout less the
+/// offset.
+fn deadline(timeout: Duration, scrape_timeout: Option<f64>) -> Duration {
+    let scrape = scrape_timeout
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::from_secs_f64(s).saturating_sub(SCRAPE_TIMEOUT_OFFSET));
+    scrape
+        .map_or(timeout, |scrape| scrape.min(timeout))
+        .max(MIN_DEADLINE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_is_the_smaller_of_the_timeout_and_the_scrape_timeout_less_half_a_second() {
+        let five = Duration::from_secs(5);
+        assert_eq!(deadline(five, None), five);
+        assert_eq!(deadline(five, Some(2.0)), Duration::from_millis(1500));
+        assert_eq!(deadline(five, Some(10.0)), five);
+        assert_eq!(deadline(five, Some(0.3)), MIN_DEADLINE);
+        assert_eq!(deadline(five, Some(f64::NAN)), five);
+    }
+}

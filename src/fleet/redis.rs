@@ -1,0 +1,198 @@
+//! The `redis` prober: `PING`, then `round_trips` chat writes (`MULTI`
+//! `RPUSH` `LTRIM` `PEXPIRE` `EXEC`) and reads (`LRANGE`) on one probe key
+//! with a TTL, then `INFO` on every master. Through the canary's own client
+//! ([`RedisClient`]), pooled per target.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Unit;
+
+use super::report::{NodeLabels, Report, Timings};
+use super::Probe;
+use crate::backends::redis::{info_series, parse_info, Failure, RedisClient, ReplyCode};
+use crate::backends::BackendError;
+use crate::config::values::{RedisUrl, RedisUrls, SecretFile};
+use crate::config::RedisConfig;
+
+/// Entries the probe key keeps, and how long it lives.
+const KEEP: i64 = 10;
+const KEY_TTL_MS: u64 = 60_000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: ReplyCode,
+}
+
+/// The client settings for this target: the module's, with the target's
+/// address and the login the credentials file gives it.
+fn client_config(probe: &Probe<'_>) -> Result<RedisConfig, String> {
+    let module = probe.module;
+    let scheme = if probe.target.tls { "rediss" } else { "redis" };
+    let mut url = RedisUrl::parse(&format!("{scheme}://{}", probe.target.endpoint()))?;
+    url.username = probe
+        .login
+        .username
+        .clone()
+        .or_else(|| module.username.clone());
+    let password = probe
+        .login
+        .password
+        .clone()
+        .or_else(|| module.password_file.as_ref().map(|f| f.secret.clone()));
+    Ok(RedisConfig {
+        mode: module.mode,
+        url: RedisUrls(vec![url]),
+        password,
+        timeout: probe.deadline,
+        tls_ca_file: module.tls_ca_file.clone(),
+        tls_cert_file: module.tls_cert_file.clone(),
+        tls_key_file: module.tls_key_file.clone(),
+        password_file: None::<SecretFile>,
+        ..RedisConfig::default()
+    })
+}
+
+/// Probes one Redis; returns whether everything answered without an error.
+pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
+    let client = match probe.pools.redis.get_or_try_insert(probe.pool_key(), || {
+        let config = client_config(probe).map_err(|err| err.to_string())?;
+        RedisClient::new(&config, Counter::default()).map_err(|err| err.message)
+    }) {
+        Ok(client) => client,
+        Err(err) => {
+            report.log(format!("cannot set up a client for the target: {err}"));
+            return false;
+        }
+    };
+    let mut run = Run {
+        client: &client,
+        timings: Timings::default(),
+        replies: Vec::new(),
+        ok: true,
+    };
+    let key = format!("{}fleet:{{{}}}", probe.module.key_prefix, probe.exporter_id);
+    let entry = format!("{{\"role\":\"probe\",\"from\":\"{}\"}}", probe.exporter_id);
+    let reached = run
+        .step(report, "ping", client.query::<String>(&redis::cmd("PING")))
+        .await;
+    if reached {
+        for _ in 0..probe.module.round_trips {
+            let wrote = run
+                .step(
+                    report,
+                    "store_entry",
+                    client.push_trimmed(&key, &entry, KEEP, KEY_TTL_MS),
+                )
+                .await;
+            let read = run
+                .step(report, "lrange", client.lrange(&key, -KEEP, -1))
+                .await;
+            if !(wrote && read) {
+                break;
+            }
+        }
+        run.info(report).await;
+    }
+    run.timings.report(report);
+    let mut replies: Vec<(CodeLabels, f64)> = Vec::new();
+    for code in &run.replies {
+        match replies.iter_mut().find(|(l, _)| l.code == *code) {
+            Some((_, n)) => *n += 1.0,
+            None => replies.push((CodeLabels { code: *code }, 1.0)),
+        }
+    }
+    report.gauges(
+        "probe_error_replies",
+        "Error replies to this probe's requests, by code",
+        None,
+        replies,
+    );
+    run.ok
+}
+
+/// One probe's requests and what they found.
+struct Run<'a> {
+    client: &'a RedisClient,
+    timings: Timings,
+    replies: Vec<ReplyCode>,
+    ok: bool,
+}
+
+impl Run<'_> {
+    /// Times `request`; a failure is logged, counted by code, and fails the
+    /// probe. Returns whether it succeeded.
+    async fn step<T>(
+        &mut self,
+        report: &mut Report,
+        request: &'static str,
+        send: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> bool {
+        let start = Instant::now();
+        let result = send.await;
+        self.timings.record(request, start.elapsed());
+        match result {
+            Ok(_) => true,
+            Err(failure) => {
+                let error: BackendError = failure.clone().into();
+                report.log(format!(
+                    "{request} failed ({}): {error}",
+                    error.kind.as_str()
+                ));
+                self.replies.extend(failure.codes);
+                self.ok = false;
+                false
+            }
+        }
+    }
+
+    /// `INFO` on every master: the canary's per-node series, plus
+    /// `connected_clients`.
+    async fn info(&mut self, report: &mut Report) {
+        let topology = match self.client.topology().await {
+            Ok(topology) => topology,
+            Err(failure) => {
+                report.log(format!("topology failed: {}", failure.error));
+                self.ok = false;
+                return;
+            }
+        };
+        let mut masters = Vec::new();
+        for master in &topology.masters {
+            let start = Instant::now();
+            match self
+                .client
+                .on_master::<String>(master, &redis::cmd("INFO"))
+                .await
+            {
+                Ok(text) => masters.push((master.clone(), parse_info(&text))),
+                Err(failure) => {
+                    report.log(format!("INFO on {master} failed: {}", failure.error));
+                    self.replies.extend(failure.codes);
+                    self.ok = false;
+                }
+            }
+            self.timings.record("info", start.elapsed());
+        }
+        report.log(format!(
+            "{}; INFO from {} master(s)",
+            topology.summary,
+            masters.len()
+        ));
+        let clients = masters
+            .iter()
+            .filter_map(|(node, info)| {
+                let labels = NodeLabels { node: node.clone() };
+                info.connected_clients.map(|n| (labels, n as f64))
+            })
+            .collect();
+        report.gauges(
+            "redis_connected_clients",
+            "Clients connected to each master, from INFO",
+            None::<Unit>,
+            clients,
+        );
+        report.collector("redis", info_series(masters));
+    }
+}
