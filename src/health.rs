@@ -47,10 +47,18 @@ impl CacheHealth {
     }
 }
 
-/// The whole `/health` document.
+/// The whole `/health` document: the canary's components, or (with
+/// `canary.enabled = false`) none, since those backends do not exist.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct HealthReport {
     pub(crate) status: Status,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub(crate) canary: Option<CanaryHealth>,
+}
+
+/// The canary's components in `/health`.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct CanaryHealth {
     pub(crate) redis: ComponentHealth,
     pub(crate) chromadb: ComponentHealth,
     pub(crate) embeddings: ComponentHealth,
@@ -64,9 +72,15 @@ impl HealthReport {
     }
 }
 
-/// Where the report's parts come from.
-#[derive(Clone)]
+/// Where the report's parts come from: the canary's, if it runs.
+#[derive(Clone, Default)]
 pub(crate) struct HealthSources {
+    pub(crate) canary: Option<CanarySources>,
+}
+
+/// The canary's components' published states, and its cache.
+#[derive(Clone)]
+pub(crate) struct CanarySources {
     pub(crate) redis: watch::Receiver<ComponentHealth>,
     pub(crate) chroma: watch::Receiver<ComponentHealth>,
     pub(crate) embeddings: watch::Receiver<ComponentHealth>,
@@ -74,12 +88,19 @@ pub(crate) struct HealthSources {
 }
 
 impl HealthSources {
-    /// Assembles the report from the latest snapshots.
+    /// Assembles the report from the latest snapshots. Without a canary the
+    /// daemon is healthy while it serves.
     pub(crate) fn report(&self) -> HealthReport {
-        let redis = self.redis.borrow().clone();
-        let chromadb = self.chroma.borrow().clone();
-        let embeddings = self.embeddings.borrow().clone();
-        let cache = CacheHealth::from_stats(self.cache.stats());
+        let Some(sources) = &self.canary else {
+            return HealthReport {
+                status: Status::Healthy,
+                canary: None,
+            };
+        };
+        let redis = sources.redis.borrow().clone();
+        let chromadb = sources.chroma.borrow().clone();
+        let embeddings = sources.embeddings.borrow().clone();
+        let cache = CacheHealth::from_stats(sources.cache.stats());
         let status = [
             redis.status,
             chromadb.status,
@@ -91,10 +112,12 @@ impl HealthSources {
         .unwrap_or(Status::Unhealthy);
         HealthReport {
             status,
-            redis,
-            chromadb,
-            embeddings,
-            cache,
+            canary: Some(CanaryHealth {
+                redis,
+                chromadb,
+                embeddings,
+                cache,
+            }),
         }
     }
 }
@@ -130,14 +153,23 @@ mod tests {
         let ok = ComponentHealth::new(Status::Healthy, String::new(), None);
         let foreign = ComponentHealth::new(Status::Degraded, String::new(), None);
         let sources = |r: &ComponentHealth, c: &ComponentHealth| HealthSources {
-            redis: watch::Sender::new(r.clone()).subscribe(),
-            chroma: watch::Sender::new(c.clone()).subscribe(),
-            embeddings: watch::Sender::new(ok.clone()).subscribe(),
-            cache: Arc::new(Idle),
+            canary: Some(CanarySources {
+                redis: watch::Sender::new(r.clone()).subscribe(),
+                chroma: watch::Sender::new(c.clone()).subscribe(),
+                embeddings: watch::Sender::new(ok.clone()).subscribe(),
+                cache: Arc::new(Idle),
+            }),
         };
         assert_eq!(sources(&ok, &ok).report().status, Status::Healthy);
         assert_eq!(sources(&ok, &foreign).report().status, Status::Degraded);
         let down = ComponentHealth::down("x".into());
         assert_eq!(sources(&down, &ok).report().status, Status::Unhealthy);
+        // No canary: nothing to report but that the daemon serves.
+        let none = HealthSources::default().report();
+        assert_eq!(none.status, Status::Healthy);
+        assert_eq!(
+            serde_json::to_value(&none).unwrap(),
+            serde_json::json!({"status": "healthy"})
+        );
     }
 }

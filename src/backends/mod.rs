@@ -202,14 +202,15 @@ pub(crate) struct BackendMetrics {
 }
 
 impl BackendMetrics {
-    /// Registers both families; every backend starts down until probed.
-    pub(crate) fn register(registry: &mut Registry) -> Self {
+    /// Registers the families; with the canary on, every backend starts
+    /// down until probed; with it off there are no backends to report.
+    pub(crate) fn register(registry: &mut Registry, canary: bool) -> Self {
         let metrics = Self {
             up: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             outages: Arc::new(Outages::default()),
         };
-        for backend in Backend::ALL {
+        for backend in Backend::ALL.iter().filter(|_| canary) {
             metrics.set_up(*backend, false);
         }
         registry.register(

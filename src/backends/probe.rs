@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn building_a_publisher_publishes_nothing_and_old_news_flips_nothing() {
         let mut registry = Registry::default();
-        let metrics = BackendMetrics::register(&mut registry);
+        let metrics = BackendMetrics::register(&mut registry, true);
         let running = HealthPublisher::new(
             Backend::Embeddings,
             metrics.clone(),

@@ -170,11 +170,15 @@ const LANDING_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-sr
 async fn landing(State(state): State<HttpState>) -> Response {
     let report = state.health.load().report();
     let mut rows = String::new();
-    for (name, component) in [
-        ("redis", &report.redis),
-        ("chroma", &report.chromadb),
-        ("embeddings", &report.embeddings),
-    ] {
+    let canary = report.canary.as_ref();
+    let components = canary.map(|c| {
+        [
+            ("redis", &c.redis),
+            ("chroma", &c.chromadb),
+            ("embeddings", &c.embeddings),
+        ]
+    });
+    for (name, component) in components.into_iter().flatten() {
         rows.push_str(&format!(
             "<tr><td>{name}</td><td class=\"{status}\">{status}</td><td>{details}</td></tr>\n",
             status = escape(&format!("{:?}", component.status).to_lowercase()),
@@ -218,7 +222,11 @@ figure{{margin:0}}svg{{width:100%;height:auto;display:block}}figcaption{{font-si
         version = env!("CARGO_PKG_VERSION"),
         revision = env!("LLMCACHE_BUILD_REVISION"),
         overall = escape(&format!("{:?}", report.status).to_lowercase()),
-        cache = escape(&report.cache.details),
+        cache = escape(
+            canary.map_or("the canary is off (canary.enabled = false)", |c| {
+                c.cache.details.as_str()
+            })
+        ),
     );
     ([(header::CONTENT_SECURITY_POLICY, LANDING_CSP)], Html(page)).into_response()
 }

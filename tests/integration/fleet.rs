@@ -364,3 +364,43 @@ async fn an_unhealthy_or_malformed_application_fails_its_probe() {
     assert!(body.contains("not JSON"), "{body}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_only_deployment_runs_no_canary_and_reports_no_backends() {
+    let target = RedisServer::start();
+    let dir = TempDir::new().unwrap();
+    write_file(dir.path(), "credentials.toml", "");
+    let path = write_file(dir.path(), "config.toml", &config(dir.path(), ""));
+    // No Redis or Chroma of its own: nothing listens where the defaults point.
+    let app = spawn_app(&[
+        "--canary.enabled".into(),
+        "false".into(),
+        "--redis.url".into(),
+        format!("redis://127.0.0.1:{}", crate::helpers::free_port()),
+        "--config.file".into(),
+        path,
+    ])
+    .await;
+    let (status, health) = app.health().await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health, serde_json::json!({"status": "healthy"}));
+    let (_, text) = probe(
+        &app,
+        &format!("module=redis&target=127.0.0.1:{}", target.port),
+    )
+    .await;
+    assert_eq!(series(&text, "probe_success"), 1.0, "{text}");
+    // A window in which a canary would have run operations, not a wait.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = app.metrics().await;
+    assert!(!metrics.contains("llmcache_backend_up{"), "{metrics}");
+    assert_eq!(series(&metrics, "llmcache_workload_scheduled_total"), 0.0);
+    assert_eq!(
+        series(
+            &metrics,
+            r#"llmcache_probes_total{module="redis",result="success"}"#
+        ),
+        1.0
+    );
+    app.stop().await;
+}

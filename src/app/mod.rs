@@ -8,6 +8,8 @@
 //! does not validate or build changes nothing. The listener and the metric
 //! [`Families`] live for the whole process.
 
+mod parts;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,233 +18,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::{ArcSwap, ArcSwapOption};
-use prometheus_client::metrics::MetricType;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::chroma::ChromaBackend;
-use crate::backends::redis::{RedisBackend, RedisMetrics};
-use crate::backends::BackendMetrics;
-use crate::cache::{CacheFamilies, CacheManager};
 use crate::config::{Config, ConfigError};
-use crate::embeddings::Embedder;
-use crate::fleet::{Fleet, FleetMetrics};
-use crate::health::HealthSources;
 use crate::http::auth::BasicAuth;
-use crate::http::connections::{ConnectionMetrics, Connections, Limits};
+use crate::http::connections::{Connections, Limits};
 use crate::http::listener::{serve, TlsSetting};
 use crate::http::series::Series;
 use crate::http::watch::{WebOutcome, WebWatch};
 use crate::http::{router, HttpState, ReloadRequest};
-use crate::memory::{MemoryMetrics, MemoryMonitor};
-use crate::metrics::{register_sampled, Metrics, Sampled};
-use crate::workload::Caches;
-use crate::workload::{Operations, Workload, WorkloadMetrics};
-
-/// The metric families, registered once per process. Every generation of
-/// [`Parts`] writes to the same series, so a reload loses no counts.
-struct Families {
-    metrics: Arc<Metrics>,
-    backend: BackendMetrics,
-    redis: RedisMetrics,
-    chroma_records: Sampled,
-    cache: CacheFamilies,
-    workload: WorkloadMetrics,
-    memory: MemoryMetrics,
-    connections: ConnectionMetrics,
-    fleet: FleetMetrics,
-}
-
-impl Families {
-    fn register() -> Self {
-        let mut builder = Metrics::builder();
-        let backend = BackendMetrics::register(builder.namespace());
-        let redis_samples =
-            RedisMetrics::register(builder.namespace().sub_registry_with_prefix("redis"));
-        let chroma_records = register_sampled(
-            builder.namespace().sub_registry_with_prefix("chroma"),
-            "collection_records",
-            "Records in the probe collection, from Chroma's count",
-            None,
-            MetricType::Gauge,
-        );
-        let cache = CacheFamilies::register(builder.namespace());
-        let workload = WorkloadMetrics::register(builder.namespace());
-        let memory = MemoryMetrics::register(builder.namespace());
-        let connections = ConnectionMetrics::register(builder.namespace());
-        let fleet = FleetMetrics::register(builder.namespace());
-        Self {
-            metrics: Arc::new(builder.finish()),
-            backend,
-            redis: redis_samples,
-            chroma_records,
-            cache,
-            workload,
-            memory,
-            connections,
-            fleet,
-        }
-    }
-}
-
-/// Everything a configuration builds, but not yet running.
-struct Parts {
-    redis: Arc<RedisBackend>,
-    chroma: Arc<ChromaBackend>,
-    cache: Arc<Caches>,
-    embedder: Arc<Embedder>,
-    workload: Arc<Workload>,
-    monitor: MemoryMonitor,
-    fleet: Arc<Fleet>,
-    cleanup_on_exit: bool,
-}
-
-/// What a reload carries over from the running generation.
-#[derive(Default)]
-struct Kept {
-    /// The cache, when what it holds still means the same.
-    cache: Option<Arc<Caches>>,
-    /// The embedder, when its settings did not change: with its health,
-    /// which an OpenAI-compatible provider learns only from real calls.
-    embedder: Option<Arc<Embedder>>,
-}
-
-impl Parts {
-    /// Builds every part from `config`, reusing what `kept` holds. Makes no
-    /// backend request and publishes nothing: a generation that is built
-    /// may never run (a reload that fails further on).
-    fn build(config: &Config, families: &Families, kept: Kept) -> anyhow::Result<Self> {
-        let cache = kept
-            .cache
-            .unwrap_or_else(|| Arc::new(CacheManager::new(&config.cache, families.cache.clone())));
-        let redis = Arc::new(
-            RedisBackend::new(
-                &config.redis,
-                families.backend.clone(),
-                families.redis.clone(),
-            )
-            .context("cannot set up the Redis client")?,
-        );
-        let monitor = MemoryMonitor::new(
-            &config.memory,
-            cache.clone(),
-            redis.info(),
-            families.memory.clone(),
-        );
-        let chroma = Arc::new(
-            ChromaBackend::new(
-                &config.chroma,
-                families.backend.clone(),
-                families.chroma_records.clone(),
-            )
-            .context("cannot set up the Chroma client")?,
-        );
-        let embedder = match kept.embedder {
-            Some(embedder) => embedder,
-            None => Arc::new(
-                Embedder::new(&config.embeddings, families.backend.clone())
-                    .context("cannot set up the embedder")?,
-            ),
-        };
-        let ops = Arc::new(Operations::new(
-            config,
-            redis.clone(),
-            chroma.clone(),
-            cache.clone(),
-            embedder.clone(),
-            families.workload.clone(),
-        ));
-        let workload = Arc::new(Workload::new(
-            config,
-            ops,
-            families.workload.clone(),
-            monitor.rss(),
-        ));
-        Ok(Self {
-            redis,
-            chroma,
-            cache,
-            embedder,
-            workload,
-            monitor,
-            fleet: Arc::new(Fleet::new(&config.probe, families.fleet.clone())),
-            cleanup_on_exit: config.workload.cleanup_on_exit,
-        })
-    }
-
-    fn health(&self) -> HealthSources {
-        HealthSources {
-            redis: self.redis.health(),
-            chroma: self.chroma.health(),
-            embeddings: self.embedder.health(),
-            cache: self.cache.clone(),
-        }
-    }
-
-    /// Spawns the probe loops, the cache maintenance, the workload and the
-    /// memory monitor.
-    fn start(self) -> Running {
-        self.embedder.start();
-        let cancel = CancellationToken::new();
-        let mut loops = JoinSet::new();
-        loops.spawn(self.redis.clone().run_probe(cancel.clone()));
-        loops.spawn(self.chroma.clone().run_probe(cancel.clone()));
-        loops.spawn(self.cache.clone().run_maintenance(cancel.clone()));
-        loops.spawn(self.workload.clone().run(cancel.clone()));
-        loops.spawn(self.monitor.run(cancel.clone()));
-        Running {
-            cache: self.cache,
-            embedder: self.embedder,
-            workload: self.workload,
-            cleanup_on_exit: self.cleanup_on_exit,
-            cancel,
-            loops,
-        }
-    }
-}
-
-/// One generation's loops, running.
-struct Running {
-    cache: Arc<Caches>,
-    embedder: Arc<Embedder>,
-    workload: Arc<Workload>,
-    cleanup_on_exit: bool,
-    cancel: CancellationToken,
-    loops: JoinSet<()>,
-}
-
-impl Running {
-    /// Stops the loops and lets operations in flight finish (bounded).
-    async fn stop(mut self) -> Self {
-        self.cancel.cancel();
-        let drained = tokio::time::timeout(Duration::from_secs(4), async {
-            while self.loops.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("background loops did not stop within 4 s");
-        }
-        self
-    }
-
-    /// Removes the probe's data, if configured (bounded).
-    async fn cleanup(&self) {
-        // Boxed: the cleanup's future nests every client layer, deeper than
-        // the compiler's default limit allows inside `App::run`'s.
-        let cleanup = Box::pin(self.workload.cleanup());
-        if self.cleanup_on_exit
-            && tokio::time::timeout(Duration::from_secs(5), cleanup)
-                .await
-                .is_err()
-        {
-            tracing::warn!(
-                "cleanup did not finish within 5 s; the probe's keys expire by their TTL"
-            );
-        }
-    }
-}
+use parts::{Families, Kept, Parts, Running};
 
 /// How long a reload waits for the new probes' first verdicts before serving
 /// them in `/health` anyway.
@@ -297,7 +84,7 @@ impl App {
     /// backend request: backends that are down are reported, not fatal.
     /// `source` is what a reload reads.
     pub async fn build(config: Config, source: ConfigSource) -> anyhow::Result<Self> {
-        let families = Families::register();
+        let families = Families::register(config.canary.enabled);
         let parts = Parts::build(&config, &families, Kept::default())?;
         let listener = TcpListener::bind(config.web.listen_address)
             .await
@@ -329,9 +116,12 @@ impl App {
     /// Runs each operation once against the configured backends, without
     /// serving HTTP, and reports.
     pub async fn once(config: Config) -> anyhow::Result<OnceOutcome> {
-        let parts = Parts::build(&config, &Families::register(), Kept::default())?;
-        parts.embedder.start();
-        let report = parts.workload.once().await;
+        let parts = Parts::build(&config, &Families::register(true), Kept::default())?;
+        let Some(canary) = parts.canary else {
+            anyhow::bail!("--once runs the canary's operations, and canary.enabled is false");
+        };
+        canary.embedder.start();
+        let report = canary.workload.once().await;
         let ok = report.ok;
         let report = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
         Ok(OnceOutcome { report, ok })
@@ -486,7 +276,7 @@ async fn reload(
     // Reading the files, parsing PEM and resolving names block: on the
     // blocking pool, so the workload's worker keeps its schedule.
     let read = source.clone();
-    let next = match tokio::task::spawn_blocking(move || read()).await {
+    let mut next = match tokio::task::spawn_blocking(move || read()).await {
         Ok(Ok(next)) => next,
         Ok(Err(err)) => return (running, refused(err.to_string())),
         Err(err) => {
@@ -496,9 +286,18 @@ async fn reload(
             )
         }
     };
+    if next.canary != config.canary {
+        tracing::warn!("canary.enabled changes only on restart");
+        next.canary = config.canary.clone();
+    }
+    let canary = running.canary.as_ref();
     let kept = Kept {
-        cache: cache_still_valid(config, &next).then(|| running.cache.clone()),
-        embedder: (config.embeddings == next.embeddings).then(|| running.embedder.clone()),
+        cache: canary
+            .filter(|_| cache_still_valid(config, &next))
+            .map(|c| c.cache.clone()),
+        embedder: canary
+            .filter(|_| config.embeddings == next.embeddings)
+            .map(|c| c.embedder.clone()),
     };
     let parts = match Parts::build(&next, families, kept) {
         Ok(parts) => parts,
@@ -526,11 +325,13 @@ async fn reload(
     http.fleet.store(fleet);
     // /health reads the new probes only once they have spoken, so a reload
     // never flashes "not probed yet" (503) at a load balancer.
-    let (mut redis, mut chroma) = (health.redis.clone(), health.chroma.clone());
-    let _ = tokio::time::timeout(FIRST_PROBE_WAIT, async {
-        let _ = tokio::join!(redis.changed(), chroma.changed());
-    })
-    .await;
+    if let Some(canary) = &health.canary {
+        let (mut redis, mut chroma) = (canary.redis.clone(), canary.chroma.clone());
+        let _ = tokio::time::timeout(FIRST_PROBE_WAIT, async {
+            let _ = tokio::join!(redis.changed(), chroma.changed());
+        })
+        .await;
+    }
     http.health.store(Arc::new(health));
     web.apply(next.web.file.clone()).await;
     *config = next;
