@@ -222,6 +222,69 @@ local lib = import 'lib.libsonnet';
           ),
         ],
       ),
+      lib.group(
+        c,
+        'llm-cache-exporter.fleet',
+        local p(extra=[]) = std.join(', ', [c.probeSelector] + extra);
+        [
+          alert(
+            'LLMCacheProbeFailing',
+            'probe_success{%s} == 0' % p(),
+            c.probeFailing['for'],
+            'critical',
+            {},
+            '{{ $labels.instance }} fails its {{ $labels.job }} probe',
+            'Every /probe of {{ $labels.instance }} by {{ $labels.job }} has failed for %s. The probe\'s debug output (add &debug=true to its URL) says which step failed and why.'
+            % c.probeFailing['for'],
+          ),
+          alert(
+            'LLMCacheAppHitRateLow',
+            |||
+              sum by (job, instance) (rate(llmcache_app_cache_hits_total{%(p)s}[%(window)s]))
+                / (
+                  sum by (job, instance) (rate(llmcache_app_cache_hits_total{%(p)s}[%(window)s]))
+                  + sum by (job, instance) (rate(llmcache_app_cache_misses_total{%(p)s}[%(window)s]))
+                )
+                < %(threshold)s
+              and
+                sum by (job, instance) (rate(llmcache_app_cache_hits_total{%(p)s}[%(window)s]))
+                + sum by (job, instance) (rate(llmcache_app_cache_misses_total{%(p)s}[%(window)s]))
+                > %(minRate)s
+            ||| % {
+              p: p(),
+              window: c.appHitRate.window,
+              threshold: lib.num(lib.ratio('appHitRate.threshold', c.appHitRate.threshold)),
+              minRate: lib.num(c.appHitRate.minRate),
+            },
+            c.appHitRate['for'],
+            'warning',
+            {},
+            'The application cache at {{ $labels.instance }} hits {{ $value | humanizePercentage }} of lookups',
+            'Over %s, the cache of the application at {{ $labels.instance }} answered {{ $value | humanizePercentage }} of its lookups, below %s, from its own counters (llmcache_app_cache_hits_total and _misses_total, read from its /health).'
+            % [c.appHitRate.window, pct(c.appHitRate.threshold)],
+          ),
+          alert(
+            'LLMCacheAppMemoryPressure',
+            'llmcache_app_memory_pressure{%s} == 1' % p(),
+            c.appMemoryPressure['for'],
+            'warning',
+            {},
+            'The application at {{ $labels.instance }} reports memory pressure',
+            'The application at {{ $labels.instance }} has reported memory_pressure true in its /health for %s: its cache is likely shrinking, and its hit rate and latency with it.'
+            % c.appMemoryPressure['for'],
+          ),
+          alert(
+            'LLMCacheAppUnhealthy',
+            'llmcache_app_status{%s} == 1' % p(['status="unhealthy"']),
+            c.appUnhealthy['for'],
+            'critical',
+            {},
+            'The application at {{ $labels.instance }} reports itself unhealthy',
+            'The application at {{ $labels.instance }} has reported status unhealthy in its /health for %s; llmcache_app_component_up says which component is down.'
+            % c.appUnhealthy['for'],
+          ),
+        ],
+      ),
     ],
   },
 }

@@ -84,5 +84,15 @@
     workloadLagging: { skippedRatio: 0.05, lagSeconds: 1, 'for': '5m' },
     exporterDown: { 'for': '5m' },
     configReloadFailed: { 'for': '10m' },
+
+    // Fleets: the /probe jobs (deploy/prometheus/probe.yml names them
+    // llmcache-probe-<module>), whatever else they scrape.
+    probeSelector: 'job=~"llmcache-probe-.*"',
+    probeFailing: { 'for': '2m' },
+    // An application's own cache hit ratio, from its counters, below
+    // `threshold` over `window` while busier than `minRate` lookups/s.
+    appHitRate: { threshold: 0.5, window: '15m', minRate: 0.1, 'for': '15m' },
+    appMemoryPressure: { 'for': '10m' },
+    appUnhealthy: { 'for': '5m' },
   },
 }

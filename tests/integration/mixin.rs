@@ -273,3 +273,34 @@ fn the_kubernetes_manifests_validate_and_run_the_daemon_locked_down() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn the_probe_resources_and_scrape_configs_name_the_configured_modules() {
+    let config = &yaml("deploy/kubernetes/configmap.yaml")[0];
+    let toml: toml::Table = config["data"]["config.toml"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let modules = toml["probe"]["modules"].as_table().unwrap();
+    let probes = yaml("deploy/kubernetes/probe.yaml");
+    assert_eq!(probes.len(), 3);
+    let scrape = &yaml("deploy/prometheus/probe.yml")[0];
+    let jobs: Vec<&str> = scrape["scrape_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["job_name"].as_str().unwrap())
+        .collect();
+    for probe in &probes {
+        assert_eq!(probe["apiVersion"], "monitoring.coreos.com/v1");
+        assert_eq!(probe["kind"], "Probe");
+        let spec = &probe["spec"];
+        let module = spec["module"].as_str().unwrap();
+        assert!(modules.contains_key(module), "{module} is not configured");
+        assert_eq!(spec["prober"]["path"], "/probe");
+        let job = spec["jobName"].as_str().unwrap();
+        assert_eq!(job, format!("llmcache-probe-{module}"));
+        assert!(jobs.contains(&job), "{job} is not in probe.yml");
+    }
+}
