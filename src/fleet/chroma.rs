@@ -57,7 +57,7 @@ fn client_config(probe: &Probe<'_>) -> Result<ChromaConfig, String> {
     Ok(ChromaConfig {
         url: HttpUrl(url),
         token_file: token,
-        tls_ca_file: module.tls_ca_file.clone(),
+        tls_ca_file: module.tls_ca_file.clone().filter(|_| probe.target.tls),
         tenant: module.tenant.clone(),
         database: module.database.clone(),
         collection: module.collection.clone(),

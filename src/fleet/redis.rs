@@ -41,14 +41,16 @@ fn client_config(probe: &Probe<'_>) -> Result<RedisConfig, String> {
         .password
         .clone()
         .or_else(|| module.password_file.as_ref().map(|f| f.secret.clone()));
+    // The TLS files apply to `rediss://` targets only.
+    let tls = |file: &Option<std::path::PathBuf>| file.clone().filter(|_| probe.target.tls);
     Ok(RedisConfig {
         mode: module.mode,
         url: RedisUrls(vec![url]),
         password,
         timeout: probe.deadline,
-        tls_ca_file: module.tls_ca_file.clone(),
-        tls_cert_file: module.tls_cert_file.clone(),
-        tls_key_file: module.tls_key_file.clone(),
+        tls_ca_file: tls(&module.tls_ca_file),
+        tls_cert_file: tls(&module.tls_cert_file),
+        tls_key_file: tls(&module.tls_key_file),
         password_file: None::<SecretFile>,
         ..RedisConfig::default()
     })

@@ -126,9 +126,9 @@ impl Report {
             Unit::Seconds,
             duration,
         );
+        // Prometheus text 0.0.4, as /metrics serves by default.
         let mut text = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        let text = text.trim_end_matches("# EOF\n").to_owned();
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
         (text, self.log, took)
     }
 }

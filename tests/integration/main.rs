@@ -8,6 +8,7 @@ mod dashboards;
 mod embeddings;
 mod faults;
 mod fleet;
+mod fleet_prometheus;
 mod flood;
 mod helpers;
 mod http_surface;

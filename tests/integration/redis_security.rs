@@ -125,7 +125,9 @@ async fn acl_is_enough(rules: &str) {
     assert!(!String::from_utf8_lossy(&check.stdout).contains(ACL_PASSWORD));
 }
 
-fn tls_redis(pki: &Pki, auth_clients: &str) -> RedisServer {
+/// A Redis serving TLS only, with the trusted CA's server certificate;
+/// `auth_clients` is its `--tls-auth-clients`.
+pub(crate) fn tls_redis(pki: &Pki, auth_clients: &str) -> RedisServer {
     let port = free_port();
     let port_text = port.to_string();
     let server = &pki.trusted.server;

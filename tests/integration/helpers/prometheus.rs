@@ -48,6 +48,21 @@ impl PrometheusServer {
         job: &str,
         alerting: &str,
     ) -> Self {
+        let targets = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let scrape_configs = format!(
+            "{alerting}scrape_configs:\n  - job_name: llm-cache-exporter\n{job}    static_configs:\n      - targets: [{targets}]\n"
+        );
+        Self::start_scraping(&scrape_configs, rule_files)
+    }
+
+    /// A Prometheus evaluating `rule_files` every second, with `config`
+    /// (its `scrape_configs:` and anything else but `global` and
+    /// `rule_files`) as given.
+    pub fn start_scraping(config: &str, rule_files: &[PathBuf]) -> Self {
         let binary = require("prometheus", "apt-get install -y prometheus");
         let dir = TempDir::new().expect("temp dir");
         let port = free_port();
@@ -55,14 +70,8 @@ impl PrometheusServer {
             .iter()
             .map(|p| format!("  - {}\n", p.display()))
             .collect::<String>();
-        let targets = targets
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{alerting}rule_files:\n{rules}\
-             scrape_configs:\n  - job_name: llm-cache-exporter\n{job}    static_configs:\n      - targets: [{targets}]\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{rules}{config}",
             rules = if rules.is_empty() { "  []\n".to_owned() } else { rules }
         );
         let config_path = dir.path().join("prometheus.yml");
