@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Unit;
 
 use super::report::{NodeLabels, Report, Timings};
@@ -60,7 +59,7 @@ fn client_config(probe: &Probe<'_>) -> Result<RedisConfig, String> {
 pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
     let client = match probe.pools.redis.get_or_try_insert(probe.pool_key(), || {
         let config = client_config(probe).map_err(|err| err.to_string())?;
-        RedisClient::new(&config, Counter::default()).map_err(|err| err.message)
+        RedisClient::for_probe(&config).map_err(|err| err.message)
     }) {
         Ok(client) => client,
         Err(err) => {

@@ -404,3 +404,69 @@ async fn a_probe_only_deployment_runs_no_canary_and_reports_no_backends() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_distinct_targets_keep_the_pool_at_its_cap() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let dir = TempDir::new().unwrap();
+    let config = write_file(
+        dir.path(),
+        "config.toml",
+        "[probe]\nmax_concurrent = 64\nmax_pooled_targets = 500\n\
+         [probe.modules.wide]\nprober = \"redis\"\nallowed_targets = [\"127.0.0.0/8\"]\ntimeout = \"1s\"\n",
+    );
+    let app = spawn_app(&[
+        "--redis.url".into(),
+        redis.url(),
+        "--chroma.url".into(),
+        chroma.url(),
+        "--config.file".into(),
+        config,
+    ])
+    .await;
+    let rss = |text: &str| series(text, "process_resident_memory_bytes");
+    let before = rss(&app.metrics().await);
+    // 10,000 targets nothing listens on: each is a client
+    // built, pooled, refused, and in time evicted.
+    let targets: Vec<String> = (0..10_000u32)
+        .map(|n| format!("127.0.{}.{}:6379", 1 + n / 250, 1 + n % 250))
+        .collect();
+    let started = Instant::now();
+    let url = app.url("/probe?module=wide&target=");
+    let mut done = 0;
+    for chunk in targets.chunks(32) {
+        let mut probes = tokio::task::JoinSet::new();
+        for target in chunk {
+            let (http, url) = (app.http.clone(), format!("{url}{target}"));
+            probes.spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) });
+        }
+        while let Some(status) = probes.join_next().await {
+            assert_eq!(status.unwrap().unwrap(), 200);
+            done += 1;
+        }
+    }
+    let metrics = app.metrics().await;
+    let pooled = series(
+        &metrics,
+        r#"llmcache_probe_pool_connections{prober="redis"}"#,
+    );
+    let grown = rss(&metrics) - before;
+    eprintln!(
+        "{done} probes of distinct targets in {:?}: {pooled} pooled, RSS {:.1} MiB then {:.1} MiB (+{:.1} MiB)",
+        started.elapsed(),
+        before / 1048576.0,
+        rss(&metrics) / 1048576.0,
+        grown / 1048576.0
+    );
+    assert_eq!(
+        series(
+            &metrics,
+            r#"llmcache_probes_total{module="wide",result="failure"}"#
+        ),
+        10_000.0
+    );
+    assert!(pooled <= 500.0, "{pooled} pooled past the cap of 500");
+    assert!(grown < 64.0 * 1048576.0, "RSS grew {grown} bytes");
+    app.stop().await;
+}

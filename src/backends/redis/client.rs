@@ -40,8 +40,23 @@ pub(crate) struct RedisClient {
 
 impl RedisClient {
     /// Builds the client without connecting; a new sentinel master or
-    /// cluster slot owner counts into `changes`.
+    /// cluster slot owner counts into `changes`. A broken connection is
+    /// retried once within a request.
     pub(crate) fn new(config: &RedisConfig, changes: Counter) -> Result<Self, BackendError> {
+        Self::with_reconnects(config, changes, 1)
+    }
+
+    /// As [`Self::new`], for a probe: one attempt per request, so a target
+    /// that refuses connections fails at once.
+    pub(crate) fn for_probe(config: &RedisConfig) -> Result<Self, BackendError> {
+        Self::with_reconnects(config, Counter::default(), 0)
+    }
+
+    fn with_reconnects(
+        config: &RedisConfig,
+        changes: Counter,
+        reconnects: usize,
+    ) -> Result<Self, BackendError> {
         let secrets: Vec<Secret> = config
             .password
             .iter()
@@ -53,7 +68,8 @@ impl RedisClient {
                     .map(|f| f.secret.clone()),
             )
             .collect();
-        let nodes = Nodes::new(config, changes).map_err(|err| classify(&err, &secrets).0)?;
+        let nodes =
+            Nodes::new(config, changes, reconnects).map_err(|err| classify(&err, &secrets).0)?;
         let endpoint = config
             .url
             .0

@@ -50,8 +50,13 @@ struct Settings<'a> {
 
 impl Nodes {
     /// Builds the client of `config.mode`; connects nothing. A new
-    /// sentinel master or cluster slot owner counts into `changes`.
-    pub(super) fn new(config: &RedisConfig, changes: Counter) -> RedisResult<Self> {
+    /// sentinel master or cluster slot owner counts into `changes`. A
+    /// broken connection is retried `reconnects` times within a request.
+    pub(super) fn new(
+        config: &RedisConfig,
+        changes: Counter,
+        reconnects: usize,
+    ) -> RedisResult<Self> {
         let settings = Settings {
             config,
             certs: certificates(config)?,
@@ -59,7 +64,7 @@ impl Nodes {
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1)
+            .set_number_of_retries(reconnects)
             .set_min_delay(Duration::from_millis(100))
             .set_max_delay(Duration::from_secs(2));
         Ok(Self(match config.mode {
