@@ -40,5 +40,7 @@ function(config={}, format='rules')
     })
   else if format == 'dashboard' then
     mixin.grafanaDashboards['llm-cache-exporter.json']
+  else if format == 'fleet-dashboard' then
+    mixin.grafanaDashboards['llm-cache-exporter-fleet.json']
   else
-    error 'mixin: format must be rules, prometheusrule or dashboard, got ' + format
+    error 'mixin: format must be rules, prometheusrule, dashboard or fleet-dashboard, got ' + format

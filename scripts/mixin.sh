@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders the monitoring mixin (mixin/) with Debian's jsonnet into the files
 # that ship: alerts/llm-cache-exporter.rules.yml,
-# deploy/kubernetes/prometheusrule.yaml and dashboards/llm-cache-exporter.json.
+# deploy/kubernetes/prometheusrule.yaml and the dashboards in dashboards/.
 #   scripts/mixin.sh           regenerate them
 #   scripts/mixin.sh --check   fail if the committed files differ from the mixin
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 apt_ensure jsonnet:jsonnet
 
 render() {
-  if [ "$1" = dashboard ]; then
+  if [ "$1" = dashboard ] || [ "$1" = fleet-dashboard ]; then
     jsonnet -J mixin mixin/build.jsonnet --tla-str "format=$1"
   else
     jsonnet -S -J mixin mixin/build.jsonnet --tla-str "format=$1"
@@ -19,7 +19,7 @@ render() {
 
 status=0
 for pair in rules:alerts/llm-cache-exporter.rules.yml prometheusrule:deploy/kubernetes/prometheusrule.yaml \
-  dashboard:dashboards/llm-cache-exporter.json; do
+  dashboard:dashboards/llm-cache-exporter.json fleet-dashboard:dashboards/llm-cache-exporter-fleet.json; do
   format="${pair%%:*}" file="${pair#*:}"
   if [ "${1:-}" = "--check" ]; then
     if ! diff -u "$file" <(render "$format"); then

@@ -14,7 +14,7 @@ use crate::helpers::{
 /// Every panel's expressions in the dashboard `text`, with Grafana's
 /// variables substituted (`job`, `instance`), and whether the panel may
 /// legitimately be empty; and the rows' titles.
-fn dashboard_queries(
+pub(crate) fn dashboard_queries(
     text: &str,
     job: &str,
     instance: &str,

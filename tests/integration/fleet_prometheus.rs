@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::dashboards::dashboard_queries;
 use crate::helpers::{
     poll, render_mixin, repo, spawn_app, write_file, AppServer, ChromaServer, PrometheusServer,
     RedisServer,
@@ -136,10 +137,13 @@ async fn prometheus_probes_a_fleet_through_the_shipped_scrape_configs() {
     let fast = "{ interval: '1s', appHitRate+: { window: '20s', 'for': '5s' }, probeFailing+: { 'for': '4s' } }";
     std::fs::write(&rules, render_mixin(fast, "rules").unwrap()).unwrap();
     let started = Instant::now();
-    let prometheus = PrometheusServer::start_scraping(
-        &scrape_configs(&app.addr.to_string(), targets.path()),
-        &[rules],
+    // The shipped probe jobs, and the exporter's own /metrics.
+    let config = format!(
+        "{}\n  - job_name: llm-cache-exporter\n    static_configs:\n      - targets: ['{}']\n",
+        scrape_configs(&app.addr.to_string(), targets.path()),
+        app.addr
     );
+    let prometheus = PrometheusServer::start_scraping(&config, &[rules]);
 
     // Every target but the full Redis succeeds within two intervals of the
     // first scrape.
@@ -224,6 +228,26 @@ async fn prometheus_probes_a_fleet_through_the_shipped_scrape_configs() {
         || async { (count(&prometheus, &probe_failing).await == 1.0).then_some(()) },
     )
     .await;
+    // Every query of the fleet dashboard returns data here.
+    let dashboard =
+        std::fs::read_to_string(repo("dashboards/llm-cache-exporter-fleet.json")).unwrap();
+    let (queries, rows) = dashboard_queries(&dashboard, ".*", ".*");
+    assert!(queries.len() >= 15, "{} queries", queries.len());
+    assert!(rows.iter().any(|r| r == "Targets"), "{rows:?}");
+    for (title, expr, _) in &queries {
+        poll(
+            &format!("data for {title}: {expr}"),
+            Duration::from_secs(30),
+            || async {
+                let result = prometheus.query(expr).await;
+                result
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty())
+                    .then_some(())
+            },
+        )
+        .await;
+    }
     let metrics = app.metrics().await;
     assert!(
         !metrics.contains("secret"),

@@ -72,6 +72,10 @@ fn the_committed_rule_files_and_dashboard_are_what_the_mixin_renders() {
         ("rules", "alerts/llm-cache-exporter.rules.yml"),
         ("prometheusrule", "deploy/kubernetes/prometheusrule.yaml"),
         ("dashboard", "dashboards/llm-cache-exporter.json"),
+        (
+            "fleet-dashboard",
+            "dashboards/llm-cache-exporter-fleet.json",
+        ),
     ] {
         let committed = std::fs::read_to_string(repo(file)).unwrap();
         let rendered = render_mixin("{}", format).unwrap();

@@ -195,7 +195,7 @@ pub fn render_mixin(config: &str, format: &str) -> Result<String, String> {
     let jsonnet = require("jsonnet", "apt-get install -y jsonnet");
     let mut command = Command::new(jsonnet);
     // The rule files are YAML text; the dashboard is a JSON document.
-    if format != "dashboard" {
+    if !format.ends_with("dashboard") {
         command.arg("-S");
     }
     let output = command
