@@ -10,6 +10,7 @@
 mod app;
 mod backends;
 mod cache;
+mod census;
 mod config;
 mod embeddings;
 mod fleet;

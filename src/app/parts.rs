@@ -15,6 +15,7 @@ use crate::backends::chroma::ChromaBackend;
 use crate::backends::redis::{RedisBackend, RedisMetrics};
 use crate::backends::BackendMetrics;
 use crate::cache::{CacheFamilies, CacheManager};
+use crate::census::{Census, CensusMetrics};
 use crate::config::Config;
 use crate::embeddings::Embedder;
 use crate::fleet::{Fleet, FleetMetrics};
@@ -37,6 +38,7 @@ pub(super) struct Families {
     memory: MemoryMetrics,
     pub(super) connections: ConnectionMetrics,
     fleet: FleetMetrics,
+    census: CensusMetrics,
 }
 
 impl Families {
@@ -58,6 +60,7 @@ impl Families {
         let memory = MemoryMetrics::register(builder.namespace());
         let connections = ConnectionMetrics::register(builder.namespace());
         let fleet = FleetMetrics::register(builder.namespace());
+        let census = CensusMetrics::register(builder.namespace());
         Self {
             metrics: Arc::new(builder.finish()),
             backend,
@@ -68,6 +71,7 @@ impl Families {
             memory,
             connections,
             fleet,
+            census,
         }
     }
 }
@@ -81,6 +85,8 @@ pub(super) struct Canary {
     pub(super) embedder: Arc<Embedder>,
     pub(super) workload: Arc<Workload>,
     monitor: MemoryMonitor,
+    /// The census of the same Redis and Chroma, if `census.interval` is set.
+    census: Option<Arc<Census>>,
     cleanup_on_exit: bool,
 }
 
@@ -140,6 +146,9 @@ impl Parts {
             loops.spawn(canary.cache.clone().run_maintenance(cancel.clone()));
             loops.spawn(canary.workload.clone().run(cancel.clone()));
             loops.spawn(canary.monitor.run(cancel.clone()));
+            if let Some(census) = canary.census {
+                loops.spawn(census.run(cancel.clone()));
+            }
             RunningCanary {
                 cache: canary.cache,
                 embedder: canary.embedder,
@@ -203,6 +212,13 @@ impl Canary {
             families.workload.clone(),
             monitor.rss(),
         ));
+        let census = Census::new(
+            &config.census,
+            &config.redis,
+            &config.chroma,
+            families.census.clone(),
+        )
+        .context("cannot set up the census")?;
         Ok(Self {
             redis,
             chroma,
@@ -210,6 +226,7 @@ impl Canary {
             embedder,
             workload,
             monitor,
+            census: census.enabled().then(|| Arc::new(census)),
             cleanup_on_exit: config.workload.cleanup_on_exit,
         })
     }

@@ -9,6 +9,7 @@
 //! downstream parses a setting again. [`Config`] serializes back to TOML (with
 //! secrets as `***`) for `--check-config`.
 
+mod census;
 mod flags;
 mod probe;
 pub(crate) mod values;
@@ -26,6 +27,7 @@ use smart_default::SmartDefault;
 
 use crate::secret::Secret;
 use crate::web_config::{self, WebSettings};
+pub(crate) use census::{CensusConfig, KeyGroup, RedisCensus};
 use flags::{blame, CommandLine};
 pub(crate) use probe::{AppFields, CanaryConfig, ModuleConfig, ProbeConfig, ProberKind};
 use values::{
@@ -92,6 +94,7 @@ pub struct Config {
     pub(crate) memory: MemoryConfig,
     pub(crate) canary: CanaryConfig,
     pub(crate) probe: ProbeConfig,
+    pub(crate) census: CensusConfig,
     #[serde(skip)]
     pub(crate) config_file: Option<PathBuf>,
 }
@@ -537,6 +540,12 @@ impl Config {
         let refused = refusals.into_iter().find(|(refused, ..)| *refused);
         if let Some((_, key, message)) = refused {
             return Err(ConfigError::invalid(key, message));
+        }
+        if self.census.redis.read_from == census::ReadFrom::Replica {
+            return Err(ConfigError::invalid(
+                blame("census.redis.read_from"),
+                "\"replica\" is not supported yet: the census reads the masters",
+            ));
         }
         self.check_modules(&blame)
     }

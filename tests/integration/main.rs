@@ -2,6 +2,7 @@
 
 mod alerting;
 mod backends;
+mod census;
 mod chroma_security;
 mod cli;
 mod dashboards;

@@ -28,6 +28,7 @@ request_labels! {
         Add => "add",
         Query => "query",
         Count => "count" (housekeeping),
+        ListCollections => "list_collections" (housekeeping),
         Delete => "delete",
     }
 }
@@ -243,6 +244,20 @@ impl ChromaClient {
             Some(body),
         )
         .await
+    }
+
+    /// A page of the database's collections: at most `limit`, from `offset`.
+    pub(crate) async fn list_collections(
+        &self,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Collection>, BackendError> {
+        let mut url = self.collections_url.clone();
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.to_string())
+            .append_pair("offset", &offset.to_string());
+        self.call(ChromaRequest::ListCollections, Method::GET, url, None)
+            .await
     }
 
     /// Deletes the collection called `name`.

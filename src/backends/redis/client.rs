@@ -134,6 +134,16 @@ impl RedisClient {
         self.run(self.nodes.on_master(addr, cmd)).await
     }
 
+    /// The plain pipeline `pipe` on the master at `addr`: one reply per
+    /// command.
+    pub(crate) async fn pipeline_on(
+        &self,
+        addr: &str,
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<redis::Value>, Failure> {
+        self.run(self.nodes.pipe_on_master(addr, pipe)).await
+    }
+
     /// `LRANGE key start stop`.
     pub(crate) async fn lrange(
         &self,

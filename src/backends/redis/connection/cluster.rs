@@ -113,6 +113,28 @@ impl Cluster {
         T::from_redis_value(value).map_err(Into::into)
     }
 
+    /// Sends the plain pipeline `pipe` to the master at `addr`.
+    pub(super) async fn pipe_on_master(
+        &self,
+        addr: &str,
+        pipe: &Pipeline,
+    ) -> RedisResult<Vec<Value>> {
+        self.confirm().await?;
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "6379"));
+        let route = SingleNodeRoutingInfo::ByAddress {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: port.parse().unwrap_or(6379),
+        };
+        let count = pipe.cmd_iter().count();
+        self.conn
+            .clone()
+            .route_pipeline(pipe.clone(), 0, count, route)
+            .await
+    }
+
     /// The masters and replicas `CLUSTER NODES` lists; slots that changed
     /// owner since the last look count as master changes.
     pub(super) async fn topology(&self) -> RedisResult<Topology> {

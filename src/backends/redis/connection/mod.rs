@@ -113,6 +113,20 @@ impl Nodes {
         }
     }
 
+    /// Sends the (plain, not `MULTI`) pipeline `pipe` to the master at
+    /// `addr`; its replies, one per command.
+    pub(super) async fn pipe_on_master(
+        &self,
+        addr: &str,
+        pipe: &Pipeline,
+    ) -> RedisResult<Vec<redis::Value>> {
+        match &self.0 {
+            Mode::Cluster(cluster) => cluster.pipe_on_master(addr, pipe).await,
+            Mode::Standalone(node) => node.pipe(pipe).await,
+            Mode::Sentinel(sentinel) => sentinel.pipe(pipe).await,
+        }
+    }
+
     /// The topology where it needs no request: standalone's one node.
     pub(super) fn fixed_topology(&self) -> Option<Topology> {
         match &self.0 {

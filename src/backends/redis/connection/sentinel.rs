@@ -89,6 +89,10 @@ impl Sentinel {
         pipe.query_async(&mut self.master(false).await?.conn).await
     }
 
+    pub(super) async fn pipe(&self, pipe: &Pipeline) -> RedisResult<Vec<redis::Value>> {
+        pipe.query_async(&mut self.master(false).await?.conn).await
+    }
+
     /// Asks the sentinels again who the master is.
     pub(super) async fn topology(&self) -> RedisResult<Topology> {
         let master = self.master(true).await?;

@@ -40,6 +40,10 @@ impl Standalone {
         pipe.query_async(&mut self.conn.clone()).await
     }
 
+    pub(super) async fn pipe(&self, pipe: &Pipeline) -> RedisResult<Vec<redis::Value>> {
+        pipe.query_async(&mut self.conn.clone()).await
+    }
+
     /// The one node, whose replicas its `INFO` counts.
     pub(super) fn topology(&self) -> Topology {
         Topology {

@@ -1,0 +1,390 @@
+//! The census of the application's own data: how many keys, how much
+//! memory, how many without a TTL and how long the lists are, per key group
+//! in Redis; and how many records each collection holds in Chroma. A
+//! background loop, read-only and paced by a budget, off the canary's path
+//! and never during a scrape; one pass at a time, every `census.interval`
+//! from start-up. A pass publishes all its series when it ends
+//! ([`CensusMetrics`]): half a pass is never visible, and a failed pass
+//! leaves the last one's series as they were.
+
+mod chroma;
+mod redis;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use tokio_util::sync::CancellationToken;
+
+use crate::backends::chroma::ChromaClient;
+use crate::backends::redis::RedisClient;
+use crate::backends::BackendError;
+use crate::config::{CensusConfig, ChromaConfig, RedisConfig};
+use chroma::ChromaPass;
+use redis::{quantile, RedisPass};
+
+/// The census's series: the last complete pass of each store, encoded at
+/// scrape time, and the keys scanned.
+#[derive(Clone, Debug)]
+pub(crate) struct CensusMetrics {
+    state: Arc<Published>,
+    scanned: Counter,
+}
+
+#[derive(Debug, Default)]
+struct Published {
+    redis: ArcSwapOption<Finished<RedisPass>>,
+    chroma: ArcSwapOption<Finished<ChromaPass>>,
+    /// `(store, seconds)` of the last pass, succeeded or not, and the
+    /// end of the last successful one.
+    redis_timing: ArcSwapOption<Timing>,
+    chroma_timing: ArcSwapOption<Timing>,
+}
+
+#[derive(Debug)]
+struct Finished<T> {
+    pass: T,
+    /// The canary's own collection's name (named in the chroma series
+    /// whatever its size).
+    own: String,
+    top: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Timing {
+    duration: f64,
+    last_success: Option<f64>,
+}
+
+impl CensusMetrics {
+    /// Registers the series under `registry` (the `llmcache_` namespace).
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            state: Arc::default(),
+            scanned: Counter::default(),
+        };
+        let census = registry.sub_registry_with_prefix("census");
+        census.register(
+            "keys_scanned",
+            "Redis keys the census looked at",
+            metrics.scanned.clone(),
+        );
+        census.register_collector(Box::new(CensusCollector(metrics.state.clone())));
+        metrics
+    }
+}
+
+/// The census of one generation's Redis and Chroma.
+pub(crate) struct Census {
+    config: CensusConfig,
+    redis: RedisClient,
+    chroma: ChromaClient,
+    own_collection: String,
+    metrics: CensusMetrics,
+}
+
+impl Census {
+    /// Builds the clients; connects nothing.
+    pub(crate) fn new(
+        config: &CensusConfig,
+        redis: &RedisConfig,
+        chroma: &ChromaConfig,
+        metrics: CensusMetrics,
+    ) -> Result<Self, BackendError> {
+        Ok(Self {
+            config: config.clone(),
+            redis: RedisClient::for_probe(redis)?,
+            chroma: ChromaClient::new(chroma, None)?,
+            own_collection: chroma.collection.clone(),
+            metrics,
+        })
+    }
+
+    /// Whether a pass ever runs (`census.interval` 0 turns it off).
+    pub(crate) fn enabled(&self) -> bool {
+        !self.config.interval.is_zero()
+    }
+
+    /// A pass now, then one every `interval`, until `cancel`; a pass is
+    /// never started while the last runs.
+    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut every = tokio::time::interval(self.config.interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.pass() => {}
+            }
+        }
+    }
+
+    /// One pass of each store; each publishes when it ends.
+    async fn pass(&self) {
+        let state = &self.metrics.state;
+        let start = Instant::now();
+        let scanned = self.metrics.scanned.clone();
+        let redis = redis::pass(&self.redis, &self.config.redis, |n| {
+            scanned.inc_by(n);
+        })
+        .await;
+        let took = start.elapsed().as_secs_f64();
+        let last = state.redis_timing.load_full().and_then(|t| t.last_success);
+        match redis {
+            Ok(pass) => {
+                tracing::info!(keys = pass.scanned, seconds = took, "census of Redis done");
+                state.redis.store(Some(Arc::new(Finished {
+                    pass,
+                    own: String::new(),
+                    top: 0,
+                })));
+                state.redis_timing.store(Some(Arc::new(Timing {
+                    duration: took,
+                    last_success: Some(now()),
+                })));
+            }
+            Err(err) => {
+                tracing::error!(error = %err.0, "census of Redis failed; its series keep the last pass");
+                state.redis_timing.store(Some(Arc::new(Timing {
+                    duration: took,
+                    last_success: last,
+                })));
+            }
+        }
+        let start = Instant::now();
+        let chroma = chroma::pass(&self.chroma).await;
+        let took = start.elapsed().as_secs_f64();
+        let last = state.chroma_timing.load_full().and_then(|t| t.last_success);
+        match chroma {
+            Ok(pass) => {
+                tracing::info!(
+                    collections = pass.collections.len(),
+                    seconds = took,
+                    "census of Chroma done"
+                );
+                state.chroma.store(Some(Arc::new(Finished {
+                    pass,
+                    own: self.own_collection.clone(),
+                    top: self.config.chroma.top_collections,
+                })));
+                state.chroma_timing.store(Some(Arc::new(Timing {
+                    duration: took,
+                    last_success: Some(now()),
+                })));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "census of Chroma failed; its series keep the last pass");
+                state.chroma_timing.store(Some(Arc::new(Timing {
+                    duration: took,
+                    last_success: last,
+                })));
+            }
+        }
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuantileLabels {
+    group: String,
+    quantile: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CollectionLabels {
+    collection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+}
+
+const QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")];
+
+/// Encodes the last complete passes; never talks to a store.
+#[derive(Debug)]
+struct CensusCollector(Arc<Published>);
+
+impl Collector for CensusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        if let Some(redis) = self.0.redis.load_full() {
+            encode_redis(&mut encoder, &redis.pass)?;
+        }
+        if let Some(chroma) = self.0.chroma.load_full() {
+            encode_chroma(&mut encoder, &chroma)?;
+        }
+        let timings = [
+            ("redis", self.0.redis_timing.load_full()),
+            ("chroma", self.0.chroma_timing.load_full()),
+        ];
+        let mut family = encoder.encode_descriptor(
+            "pass_duration",
+            "How long the census's last pass of each store took",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (store, timing) in &timings {
+            if let Some(timing) = timing {
+                ConstGauge::new(timing.duration)
+                    .encode(family.encode_family(&StoreLabels { store })?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "last_success_timestamp",
+            "When the census's last successful pass of each store ended",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (store, timing) in &timings {
+            if let Some(at) = timing.as_ref().and_then(|t| t.last_success) {
+                ConstGauge::new(at).encode(family.encode_family(&StoreLabels { store })?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_redis(encoder: &mut DescriptorEncoder<'_>, pass: &RedisPass) -> std::fmt::Result {
+    type Value = fn(&redis::GroupCensus) -> Option<f64>;
+    let per_group: [(&str, &str, Option<Unit>, Value); 4] = [
+        (
+            "redis_keys",
+            "Keys in each group (other: keys no group matches)",
+            None,
+            |g| Some(g.keys as f64),
+        ),
+        (
+            "redis_memory",
+            "Memory of each group's keys, from MEMORY USAGE (estimated beyond the sampled share)",
+            Some(Unit::Bytes),
+            |g| Some(g.memory()),
+        ),
+        (
+            "redis_keys_without_ttl",
+            "Keys of each group without a TTL",
+            None,
+            |g| Some(g.without_ttl as f64),
+        ),
+        (
+            "redis_memory_sampled_ratio",
+            "The share of each group's keys whose memory was measured",
+            None,
+            |g| (g.keys > 0).then(|| g.sampled as f64 / g.keys as f64),
+        ),
+    ];
+    for (name, help, unit, value) in per_group {
+        let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+        for (group, census) in &pass.groups {
+            if let Some(v) = value(census) {
+                let labels = GroupLabels {
+                    group: group.clone(),
+                };
+                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "redis_length",
+        "Element counts of each group's keys (LLEN, HLEN, SCARD, ZCARD, XLEN, STRLEN), by quantile",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (group, census) in &pass.groups {
+        let mut lengths = census.lengths.clone();
+        for (q, label) in QUANTILES {
+            if let Some(v) = quantile(&mut lengths, q) {
+                let labels = QuantileLabels {
+                    group: group.clone(),
+                    quantile: label,
+                };
+                ConstGauge::new(v as f64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "redis_ttl",
+        "Time to live of each group's keys that have one, by quantile",
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+    )?;
+    for (group, census) in &pass.groups {
+        let mut ttls = census.ttls.clone();
+        for (q, label) in QUANTILES {
+            if let Some(v) = quantile(&mut ttls, q) {
+                let labels = QuantileLabels {
+                    group: group.clone(),
+                    quantile: label,
+                };
+                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn encode_chroma(
+    encoder: &mut DescriptorEncoder<'_>,
+    finished: &Finished<ChromaPass>,
+) -> std::fmt::Result {
+    let collections = &finished.pass.collections;
+    let mut family = encoder.encode_descriptor(
+        "chroma_collections",
+        "Collections in the tenant and database",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(collections.len() as i64).encode(family.encode_family(&NoLabels {})?)?;
+    let mut family = encoder.encode_descriptor(
+        "chroma_records",
+        "Records in each of the largest collections (and the canary's own); the rest summed as other",
+        None,
+        MetricType::Gauge,
+    )?;
+    let mut other = 0u64;
+    let mut named = 0;
+    for (name, records) in collections {
+        if *name == finished.own || named < finished.top {
+            if *name != finished.own {
+                named += 1;
+            }
+            let labels = CollectionLabels {
+                collection: name.clone(),
+            };
+            ConstGauge::new(*records as i64).encode(family.encode_family(&labels)?)?;
+        } else {
+            other += records;
+        }
+    }
+    if collections.len() > named + usize::from(collections.iter().any(|(n, _)| *n == finished.own))
+    {
+        let labels = CollectionLabels {
+            collection: "other".into(),
+        };
+        ConstGauge::new(other as i64).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NoLabels {}

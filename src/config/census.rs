@@ -1,0 +1,129 @@
+//! `[census]`: the background, read-only count of the application's own
+//! data in the configured Redis and Chroma.
+
+use std::time::Duration;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smart_default::SmartDefault;
+
+use super::values::{any_case, duration, float, int};
+
+/// `[census]`
+#[derive(Debug, Clone, SmartDefault, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct CensusConfig {
+    /// Between the starts of two passes; 0 turns the census off. The first
+    /// pass starts at start-up.
+    #[default(Duration::from_secs(300))]
+    #[serde(with = "duration::or_zero")]
+    pub(crate) interval: Duration,
+    pub(crate) redis: RedisCensus,
+    pub(crate) chroma: ChromaCensus,
+}
+
+/// `[census.redis]`
+#[derive(Debug, Clone, SmartDefault, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RedisCensus {
+    /// `[[census.redis.groups]]`: the key groups, matched in order.
+    pub(crate) groups: Vec<KeyGroup>,
+    /// Keys looked at per second at most; 0: no limit.
+    #[default(5000)]
+    #[serde(deserialize_with = "int::<_, _, 0, 10_000_000>")]
+    pub(crate) max_keys_per_second: u64,
+    /// The share of keys whose memory is measured; the rest is estimated.
+    #[default(1.0)]
+    #[serde(deserialize_with = "float::<_, 0, 1, true>")]
+    pub(crate) memory_sample: f64,
+    /// Where to read: the masters, or (in cluster mode) their replicas.
+    #[serde(deserialize_with = "any_case")]
+    pub(crate) read_from: ReadFrom,
+}
+
+/// `census.redis.read_from`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ReadFrom {
+    #[default]
+    Master,
+    Replica,
+}
+
+/// A key group: its name (the `group` label) and a SCAN MATCH glob.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeyGroup {
+    #[serde(deserialize_with = "group_name")]
+    pub(crate) name: String,
+    pub(crate) pattern: KeyPattern,
+}
+
+/// A Redis glob (`*`, `?`, `[...]`), checked at load.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyPattern {
+    pub(crate) glob: glob::Pattern,
+    text: String,
+}
+
+impl PartialEq for KeyPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl KeyPattern {
+    /// Whether `key` matches.
+    pub(crate) fn matches(&self, key: &str) -> bool {
+        self.glob.matches(key)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Err(D::Error::custom("must not be empty"));
+        }
+        let glob = glob::Pattern::new(&text).map_err(|err| {
+            D::Error::custom(format!(
+                "{text:?} is not a glob such as message_store:* ({err})"
+            ))
+        })?;
+        Ok(Self { glob, text })
+    }
+}
+
+impl Serialize for KeyPattern {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.text.serialize(serializer)
+    }
+}
+
+fn group_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    let good = !name.is_empty()
+        && name != "other"
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    if good {
+        Ok(name)
+    } else {
+        Err(D::Error::custom(format!(
+            "{name:?} is not a group name: up to 64 letters, digits, _ - . :, and not \"other\" (the keys no group matches)"
+        )))
+    }
+}
+
+/// `[census.chroma]`
+#[derive(Debug, Clone, SmartDefault, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ChromaCensus {
+    /// Collections reported by name, the largest first; the rest are summed
+    /// as `other`.
+    #[default(20)]
+    #[serde(deserialize_with = "int::<_, _, 0, 1000>")]
+    pub(crate) top_collections: usize,
+}
