@@ -285,6 +285,67 @@ local lib = import 'lib.libsonnet';
           ),
         ],
       ),
+      lib.group(
+        c,
+        'llm-cache-exporter.census',
+        local groups = std.join('|', c.census.ttlRequiredGroups);
+        [
+          alert(
+            'LLMCacheChatKeysWithoutTTL',
+            'llmcache_census_redis_keys_without_ttl{%s} > 0' % m(['group=~"%s"' % groups]),
+            c.census['for'],
+            'warning',
+            {},
+            '{{ $value | printf "%.0f" }} keys of group {{ $labels.group }} have no TTL ({{ $labels.instance }})',
+            'The census found {{ $value | printf "%%.0f" }} keys of group {{ $labels.group }} without a TTL for %s: they never expire, and grow Redis\'s memory until something deletes them. This group must carry TTLs (census.ttlRequiredGroups in the mixin config).'
+            % c.census['for'],
+          ),
+          alert(
+            'LLMCacheChatHistoryUnbounded',
+            'llmcache_census_redis_length{%s} > %d' % [m(['quantile="1"']), c.census.maxListLength],
+            c.census['for'],
+            'warning',
+            {},
+            'A key of group {{ $labels.group }} holds {{ $value | printf "%.0f" }} elements ({{ $labels.instance }})',
+            'The longest key of group {{ $labels.group }} holds {{ $value | printf "%%.0f" }} elements, more than %d: a history that is never trimmed grows without bound, and every read of it costs more.'
+            % c.census.maxListLength,
+          ),
+          alert(
+            'LLMCacheVectorCollectionGrowing',
+            |||
+              predict_linear(llmcache_census_chroma_records{%(m)s}[%(window)s], %(horizon)d) > %(max)d
+              and llmcache_census_chroma_records{%(m)s} <= %(max)d
+            ||| % {
+              m: m(['collection!="other"']),
+              window: c.census.growthWindow,
+              horizon: lib.seconds(c.census.growthHorizon),
+              max: c.census.maxCollectionRecords,
+            },
+            c.census['for'],
+            'warning',
+            {},
+            'Collection {{ $labels.collection }} will pass %d records within %s ({{ $labels.instance }})' % [c.census.maxCollectionRecords, c.census.growthHorizon],
+            'At its growth over the last %s, collection {{ $labels.collection }} will hold more than %d records within %s ({{ $value | printf "%%.0f" }} predicted).'
+            % [c.census.growthWindow, c.census.maxCollectionRecords, c.census.growthHorizon],
+          ),
+          alert(
+            'LLMCacheCensusStale',
+            |||
+              time() - llmcache_census_last_success_timestamp_seconds{%(m)s} > 3 * %(interval)d
+              or (
+                llmcache_census_pass_duration_seconds{%(m)s}
+                unless on (job, instance, store) llmcache_census_last_success_timestamp_seconds{%(m)s}
+              )
+            ||| % { m: m(), interval: lib.seconds(c.census.interval) },
+            c.census['for'],
+            'warning',
+            {},
+            'The census of {{ $labels.store }} has not succeeded for three intervals ({{ $labels.instance }})',
+            'No census pass of {{ $labels.store }} has succeeded for more than three intervals of %s: its series are old. The exporter\'s log says why (a NOPERM names the command its ACL user needs).'
+            % c.census.interval,
+          ),
+        ],
+      ),
     ],
   },
 }

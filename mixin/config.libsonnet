@@ -94,5 +94,21 @@
     appHitRate: { threshold: 0.5, window: '15m', minRate: 0.1, 'for': '15m' },
     appMemoryPressure: { 'for': '10m' },
     appUnhealthy: { 'for': '5m' },
+
+    // The census of the application's data (see [census] in the exporter).
+    census: {
+      // Key groups whose keys must all carry a TTL (the group label).
+      ttlRequiredGroups: ['chat'],
+      // The longest list (or other value) a group may hold.
+      maxListLength: 1000,
+      // Records a collection may grow to; the alert fires when it will
+      // cross it within `growthHorizon` at the rate of `growthWindow`.
+      maxCollectionRecords: 10000000,
+      growthWindow: '6h',
+      growthHorizon: '7d',
+      // The exporter's census.interval: stale after three without success.
+      interval: '5m',
+      'for': '30m',
+    },
   },
 }
