@@ -376,8 +376,15 @@ fn encode_chroma(
             other += records;
         }
     }
-    if collections.len() > named + usize::from(collections.iter().any(|(n, _)| *n == finished.own))
-    {
+    // The canary's own collection is named whether or not it exists yet.
+    let own_listed = collections.iter().any(|(n, _)| *n == finished.own);
+    if !own_listed && !finished.own.is_empty() {
+        let labels = CollectionLabels {
+            collection: finished.own.clone(),
+        };
+        ConstGauge::new(0).encode(family.encode_family(&labels)?)?;
+    }
+    if collections.len() > named + usize::from(own_listed) {
         let labels = CollectionLabels {
             collection: "other".into(),
         };
