@@ -298,3 +298,184 @@ async fn the_largest_collections_by_name_the_rest_as_other() {
     assert_eq!(series(&text, "llmcache_census_chroma_collections"), 26.0);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_census_alerts_fire_on_messy_data_and_stay_silent_on_tidy_data() {
+    let chroma = ChromaServer::start();
+    let (messy, tidy) = (RedisServer::start(), RedisServer::start());
+    let mut commands = String::new();
+    for i in 0..20 {
+        // No TTL; one history of 1,500 messages.
+        let length = if i == 0 { 1500 } else { 10 };
+        commands.push_str(&format!("RPUSH message_store:{i}"));
+        for m in 0..length {
+            commands.push_str(&format!(" m{m}"));
+        }
+        commands.push('\n');
+    }
+    pipe(&messy, &commands);
+    let tidy_commands: String = (0..20)
+        .map(|i| format!("RPUSH message_store:{i} a b c\nEXPIRE message_store:{i} 3600\n"))
+        .collect();
+    pipe(&tidy, &tidy_commands);
+    let (messy_app, _a) = spawn_app_with_config(&messy, &chroma, CONFIG).await;
+    let (tidy_app, _b) = spawn_app_with_config(&tidy, &chroma, CONFIG).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    let fast = "{ interval: '1s', census+: { 'for': '3s', interval: '2s' } }";
+    std::fs::write(&rules, crate::helpers::render_mixin(fast, "rules").unwrap()).unwrap();
+    let scrape = format!(
+        "scrape_configs:\n  - job_name: llm-cache-exporter\n    static_configs:\n      - targets: ['{}', '{}']\n",
+        messy_app.addr, tidy_app.addr
+    );
+    let prometheus = crate::helpers::PrometheusServer::start_scraping(&scrape, &[rules]);
+    let messy_instance = messy_app.addr.to_string();
+    for alert in ["LLMCacheChatKeysWithoutTTL", "LLMCacheChatHistoryUnbounded"] {
+        let firing = format!(
+            r#"ALERTS{{alertname="{alert}",alertstate="firing",instance="{messy_instance}",group="chat"}}"#
+        );
+        prometheus.wait_for_any(&firing).await;
+    }
+    let tidy_alerts = prometheus
+        .query(&format!(
+            r#"ALERTS{{instance="{}",alertname=~"LLMCacheChat.*"}}"#,
+            tidy_app.addr
+        ))
+        .await;
+    assert_eq!(
+        tidy_alerts,
+        serde_json::json!([]),
+        "the tidy data set pages nothing"
+    );
+    let stale = prometheus
+        .query(r#"ALERTS{alertname="LLMCacheCensusStale"}"#)
+        .await;
+    assert_eq!(stale, serde_json::json!([]), "both censuses succeed");
+    messy_app.stop().await;
+    tidy_app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_deleted_and_added_during_a_pass_are_no_error() {
+    let redis = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let commands: String = (0..10_000)
+        .map(|i| format!("SET message_store:{i} v\n"))
+        .collect();
+    pipe(&redis, &commands);
+    // 2,000 keys a second: a pass takes about 5 s.
+    let config = CONFIG
+        .replace("interval = \"2s\"", "interval = \"1h\"")
+        .replace("max_keys_per_second = 0", "max_keys_per_second = 2000");
+    let (app, _dir) = spawn_app_with_config(&redis, &chroma, &config).await;
+    // While it runs: 1,000 keys go, 1,000 others come.
+    app.wait_for_at_least(
+        "llmcache_census_keys_scanned_total",
+        1000.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    let churn: String = (0..1000)
+        .map(|i| {
+            format!(
+                "DEL message_store:{}\nSET message_store:new:{i} v\n",
+                9000 + i
+            )
+        })
+        .collect();
+    pipe(&redis, &churn);
+    let keys = app
+        .wait_for_at_least(
+            r#"llmcache_census_redis_keys{group="chat"}"#,
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    eprintln!("{keys} chat keys counted while 1,000 went and 1,000 came");
+    assert!((9000.0..=11_000.0).contains(&keys), "{keys}");
+    let text = app.metrics().await;
+    assert!(metric_value(
+        &text,
+        r#"llmcache_census_last_success_timestamp_seconds{store="redis"}"#
+    )
+    .is_some());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_census_of_a_cluster_counts_every_master() {
+    let cluster = crate::topologies::Cluster::start();
+    let chroma = ChromaServer::start();
+    let seed = &cluster.nodes[0];
+    // Written through redis-cli -c, which follows MOVED: the keys spread
+    // over the three masters by slot.
+    let mut commands = String::new();
+    let mut lengths = Vec::new();
+    for i in 0..300u64 {
+        let length = i % 20 + 1;
+        commands.push_str(&format!("RPUSH message_store:{i}"));
+        for m in 0..length {
+            commands.push_str(&format!(" m{m}"));
+        }
+        commands.push('\n');
+        lengths.push(length);
+    }
+    for i in 0..100 {
+        commands.push_str(&format!("HSET session:{i} a 1 b 2\n"));
+    }
+    for i in 0..50 {
+        commands.push_str(&format!("SET misc:{i} v\n"));
+    }
+    let mut child = Command::new("redis-cli")
+        .args(["-c", "-p", &seed.port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(commands.as_bytes())
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let config = format!(
+        "{CONFIG}[redis]\nmode = \"cluster\"\nurl = \"redis://127.0.0.1:{}\"\n",
+        seed.port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "config.toml", &config);
+    let app = crate::helpers::spawn_app(&[
+        "--chroma.url".into(),
+        chroma.url(),
+        "--config.file".into(),
+        path,
+    ])
+    .await;
+    app.wait_for_metric(
+        r#"llmcache_census_redis_keys{group="chat"}"#,
+        300.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    let text = app.metrics().await;
+    assert_eq!(
+        series(&text, r#"llmcache_census_redis_keys{group="sessions"}"#),
+        100.0
+    );
+    assert_eq!(
+        series(&text, r#"llmcache_census_redis_keys{group="other"}"#),
+        50.0
+    );
+    assert_eq!(
+        series(
+            &text,
+            r#"llmcache_census_redis_length{group="chat",quantile="0.5"}"#
+        ),
+        quantile(&mut lengths, 0.5) as f64
+    );
+    app.stop().await;
+}

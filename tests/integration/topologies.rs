@@ -30,7 +30,8 @@ async fn start_app(chroma: &ChromaServer, toml: &str) -> (TestApp, TempDir) {
 }
 
 const PREFIX: &str = "llmcache:probe:";
-const CONFIG: &str = "[workload]\nrate = 40.0\nkey_ttl = \"5m\"\n[workload.mix]\n\
+/// The census is off: these nodes' ACL users are the canary's own.
+const CONFIG: &str = "[census]\ninterval = \"0s\"\n[workload]\nrate = 40.0\nkey_ttl = \"5m\"\n[workload.mix]\n\
     get_chat_history = 0.4\nstore_chat_entry = 0.4\nquery_similar_memories = 0.15\nstore_memory = 0.05\n";
 
 fn count(text: &str, operation: &str, outcome: &str) -> f64 {
@@ -161,12 +162,12 @@ fn user_key(node: &RedisServer, key: &str) -> String {
 // ---------------------------------------------------------------- Cluster
 
 /// Six nodes: three masters, a replica each.
-struct Cluster {
-    nodes: Vec<RedisServer>,
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<RedisServer>,
 }
 
 impl Cluster {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
                 // The bus port is chosen too: the default, port + 10000,
