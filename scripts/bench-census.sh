@@ -144,6 +144,6 @@ census() {
   summary "$name" "$name" "$(printf '%.2f' "$seconds")" "$(python3 -c "print(round($after - $before, 2))")"
 }
 census "census, no budget" 0
-census "census, default budget (5,000/s)" 5000
+census "census, default budget of 5000 per s" 5000
 echo "keys per group (last census):"
-cat "$WORK/census, default budget (5,000/s).keys" 2>/dev/null | head -12 || true
+cat "$WORK/census, default budget of 5000 per s.keys" 2>/dev/null | head -12 || true
