@@ -52,7 +52,7 @@ for i in range(keys):
 PY
 redis-cli -p "$PORT" DBSIZE
 
-GROUPS=(g0:chat g1:chat g2:chat g3:chat g4:chat g5:chat g6:session g7:session g8:blob g9:blob)
+KEY_GROUPS=(g0:chat g1:chat g2:chat g3:chat g4:chat g5:chat g6:session g7:session g8:blob g9:blob)
 
 # latency SECONDS NAME: PING every ms for SECONDS (or until $WORK/stop), in
 # the background; writes the RTTs to $WORK/NAME.lat.
@@ -95,7 +95,7 @@ summary "idle (no pass)" idle "-" "-"
 
 # redis_exporter --check-key-groups: one scrape runs its whole pass.
 REX="$(free_port)"
-regexes="$(printf '^%s:.*,' "${GROUPS[@]}" | sed 's/,$//')"
+regexes="$(printf '^%s:.*,' "${KEY_GROUPS[@]}" | sed 's/,$//')"
 prometheus-redis-exporter --web.listen-address "127.0.0.1:$REX" --redis.addr "redis://127.0.0.1:$PORT" \
   --check-key-groups "$regexes" --max-distinct-key-groups 100 >"$WORK/rex.log" 2>&1 &
 REX_PID=$!
@@ -121,7 +121,7 @@ census() {
   {
     printf '[canary]\nenabled = true\n[workload]\nrate = 0.01\n[workload.mix]\nget_chat_history = 1\nstore_chat_entry = 0\nquery_similar_memories = 0\nstore_memory = 0\n'
     printf '[census]\ninterval = "1h"\n[census.redis]\nmax_keys_per_second = %s\n' "$budget"
-    for g in "${GROUPS[@]}"; do printf '[[census.redis.groups]]\nname = "%s"\npattern = "%s:*"\n' "${g/:/_}" "$g"; done
+    for g in "${KEY_GROUPS[@]}"; do printf '[[census.redis.groups]]\nname = "%s"\npattern = "%s:*"\n' "${g/:/_}" "$g"; done
   } >"$WORK/$name.toml"
   rm -f "$WORK/stop"
   latency 3600 "$name"
