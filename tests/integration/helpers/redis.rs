@@ -21,23 +21,41 @@ impl RedisServer {
     }
 
     /// Starts a Redis with extra command-line arguments (e.g. `--requirepass`).
+    /// A free port can be taken by another test's server between the look
+    /// and the bind; that start is retried on another port.
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::start_on(free_port(), extra)
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut server = Self::new(free_port(), extra);
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(log) => last = log,
+            }
+        }
+        panic!("redis-server did not start on five free ports: {last}");
     }
 
-    /// Starts a Redis on a given port.
-    pub fn start_on(port: u16, extra: &[&str]) -> Self {
-        let mut server = Self {
+    fn new(port: u16, extra: &[&str]) -> Self {
+        Self {
             child: None,
             port,
             dir: TempDir::new().expect("temp dir"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        server.spawn();
+        }
+    }
+
+    /// Starts a Redis on a given port.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let mut server = Self::new(port, extra);
+        server
+            .spawn()
+            .unwrap_or_else(|log| panic!("redis-server did not start: {log}"));
         server
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process and waits until it says it is ready; `Err` with
+    /// its log if it exited first (its port was taken).
+    fn spawn(&mut self) -> Result<(), String> {
         let binary = require("redis-server", "apt-get install -y redis-server");
         let log = self.dir.path().join("redis.log");
         let mut child = Command::new(binary)
@@ -63,8 +81,26 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start redis-server");
+        // Its own log says when it is ready: a port that answers may be
+        // another test's server's.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Ok(Some(_)) = child.try_wait() {
+                return Err(text);
+            }
+            if text.contains("Ready to accept connections") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server not ready in 30 s: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         wait_for_port(self.port, &mut child, "redis-server", &log);
         self.child = Some(child);
+        Ok(())
     }
 
     /// `redis://127.0.0.1:PORT`
@@ -89,7 +125,8 @@ impl RedisServer {
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn()
+            .unwrap_or_else(|log| panic!("redis-server did not restart: {log}"));
     }
 
     /// SIGSTOP: the server holds its connections but answers nothing.
