@@ -25,6 +25,7 @@
 //! pool used) are refreshed by [`CacheManager::run_maintenance`] every 500 ms,
 //! never inside a scrape.
 
+mod freshness;
 mod instrumented;
 mod metrics;
 mod semantic;

@@ -9,7 +9,9 @@
 //! downstream parses a setting again. [`Config`] serializes back to TOML (with
 //! secrets as `***`) for `--check-config`.
 
+mod cache;
 mod census;
+mod check;
 mod flags;
 mod probe;
 pub(crate) mod values;
@@ -27,12 +29,13 @@ use smart_default::SmartDefault;
 
 use crate::secret::Secret;
 use crate::web_config::{self, WebSettings};
+pub(crate) use cache::{CacheConfig, SimilarityMode};
 pub(crate) use census::{CensusConfig, KeyGroup, RedisCensus};
 use flags::{blame, CommandLine};
 pub(crate) use probe::{AppFields, CanaryConfig, ModuleConfig, ProbeConfig, ProberKind};
 use values::{
-    any_case, byte_size, chroma_name, directory, duration, float, int, key_prefix, listen_address,
-    log_file, readable_file, HttpUrl, RedisUrl, RedisUrls, SecretFile,
+    any_case, chroma_name, directory, duration, float, int, key_prefix, listen_address, log_file,
+    readable_file, HttpUrl, RedisUrl, RedisUrls, SecretFile,
 };
 
 /// What the command line asked for.
@@ -269,73 +272,6 @@ pub(crate) enum EmbeddingsProvider {
     OpenAi,
 }
 
-/// `[cache]`
-#[derive(Debug, Clone, SmartDefault, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub(crate) struct CacheConfig {
-    #[default(64 << 20)]
-    #[serde(with = "byte_size")]
-    pub(crate) memory_budget: u64,
-    #[default(CacheTable::new(300, 0.25))]
-    pub(crate) chat_history: CacheTable,
-    pub(crate) similarity: SimilarityTable,
-    #[default(CacheTable::new(3600, 0.5))]
-    pub(crate) embeddings: CacheTable,
-}
-
-/// `[cache.<name>]`: each table's default is its cache's line above.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CacheTable {
-    #[serde(with = "duration")]
-    pub(crate) ttl: Duration,
-    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
-    pub(crate) share: f64,
-}
-
-impl CacheTable {
-    const fn new(ttl_secs: u64, share: f64) -> Self {
-        Self {
-            ttl: Duration::from_secs(ttl_secs),
-            share,
-        }
-    }
-}
-
-/// `[cache.similarity]`: a cache table, plus how a lookup may match.
-#[derive(Debug, Clone, SmartDefault, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub(crate) struct SimilarityTable {
-    #[default(Duration::from_secs(600))]
-    #[serde(with = "duration")]
-    pub(crate) ttl: Duration,
-    #[default(0.25)]
-    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
-    pub(crate) share: f64,
-    #[serde(deserialize_with = "any_case")]
-    pub(crate) mode: SimilarityMode,
-    /// Cosine distance (0 = same direction, 2 = opposite), as RedisVL's.
-    #[default(0.1)]
-    #[serde(deserialize_with = "float::<_, 0, 2, false>")]
-    pub(crate) distance_threshold: f64,
-    /// Share of semantic hits also answered by Chroma, to measure precision.
-    #[default(0.1)]
-    #[serde(deserialize_with = "float::<_, 0, 1, false>")]
-    pub(crate) verify_fraction: f64,
-}
-
-/// `cache.similarity.mode`: what a lookup may answer with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum SimilarityMode {
-    /// Only the same normalized query text.
-    #[default]
-    Exact,
-    /// Failing that, the cached query nearest in embedding space, within
-    /// `distance_threshold`.
-    Semantic,
-}
-
 /// `[workload]`
 #[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -484,131 +420,6 @@ impl Config {
         }
         config.check(|key| blame(figment.find_metadata(key), key))?;
         Ok(Invocation { config, mode })
-    }
-
-    /// The checks that span fields, and the values derived from several.
-    fn check(&mut self, blame: impl Fn(&str) -> String) -> Result<(), ConfigError> {
-        let redis = &mut self.redis;
-        let file_password = redis.password_file.as_ref().map(|f| f.secret.clone());
-        redis.password = file_password.or_else(|| redis.url.first().password.clone());
-        let urls = &redis.url.0;
-        let tls = redis.url.first().tls;
-        let (cache, mix, embeddings) = (&self.cache, &self.workload.mix, &self.embeddings);
-        let shares = cache.chat_history.share + cache.similarity.share + cache.embeddings.share;
-        let weights = [
-            mix.get_chat_history,
-            mix.store_chat_entry,
-            mix.query_similar_memories,
-        ];
-        let openai = embeddings.provider == EmbeddingsProvider::OpenAi;
-        let not_rediss = |file: &Option<PathBuf>| file.is_some() && !tls;
-        let mode = redis.mode;
-        let no_master = redis
-            .sentinel_master
-            .as_deref()
-            .is_none_or(|m| m.trim().is_empty());
-        let no_model = embeddings
-            .model
-            .as_deref()
-            .is_none_or(|m| m.trim().is_empty());
-        let sentinel = mode == RedisMode::Sentinel;
-        let rediss_only = "only applies to a rediss:// URL";
-        let sentinel_only = "only applies to --redis.mode sentinel";
-        let openai_needs = "is required with provider = \"openai\"";
-        let one_url = format!(
-            "names {} URLs; standalone mode takes one (sentinel and cluster take several)",
-            urls.len()
-        );
-        let too_much = format!("the shares add up to {shares}, more than the whole budget (1.0)");
-        #[rustfmt::skip]
-        let refusals: [(bool, String, &str); 14] = [
-            (mode == RedisMode::Standalone && urls.len() > 1, blame("redis.url"), &one_url),
-            (urls.iter().any(|url| url.tls != tls), blame("redis.url"), "mixes redis:// and rediss://; TLS applies to every node or none"),
-            (sentinel && no_master, blame("redis.sentinel_master"), "is required with --redis.mode sentinel"),
-            (!sentinel && redis.sentinel_master.is_some(), blame("redis.sentinel_master"), sentinel_only),
-            (!sentinel && redis.sentinel_password_file.is_some(), blame("redis.sentinel_password_file"), sentinel_only),
-            (not_rediss(&redis.tls_ca_file), blame("redis.tls_ca_file"), rediss_only),
-            (not_rediss(&redis.tls_cert_file), blame("redis.tls_cert_file"), rediss_only),
-            (not_rediss(&redis.tls_key_file), blame("redis.tls_key_file"), rediss_only),
-            (redis.tls_cert_file.is_some() != redis.tls_key_file.is_some(), "--redis.tls-cert-file/--redis.tls-key-file".into(), "a client certificate needs its key, and a key its certificate"),
-            (self.chroma.tls_ca_file.is_some() && self.chroma.url.0.scheme() != "https", blame("chroma.tls_ca_file"), "only applies to an https:// URL"),
-            (openai && embeddings.url.is_none(), blame("embeddings.url"), openai_needs),
-            (openai && no_model, blame("embeddings.model"), openai_needs),
-            (shares > 1.0 + 1e-9, blame("cache.similarity.share").replace("similarity", "*"), &too_much),
-            (weights.iter().sum::<f64>() + mix.store_memory <= 0.0, blame("workload.mix.store_memory").replace(".store_memory", ""), "at least one weight must be positive"),
-        ];
-        let refused = refusals.into_iter().find(|(refused, ..)| *refused);
-        if let Some((_, key, message)) = refused {
-            return Err(ConfigError::invalid(key, message));
-        }
-        if self.census.redis.read_from == census::ReadFrom::Replica {
-            return Err(ConfigError::invalid(
-                blame("census.redis.read_from"),
-                "\"replica\" is not supported yet: the census reads the masters",
-            ));
-        }
-        self.check_modules(&blame)
-    }
-
-    /// Each `[probe.modules.NAME]`: a prober, and only the keys it reads.
-    fn check_modules(&self, blame: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
-        let defaults = ModuleConfig::default();
-        for (name, module) in &self.probe.modules {
-            let key = |field: &str| blame(&format!("probe.modules.{name}.{field}"));
-            let Some(prober) = module.prober else {
-                return Err(ConfigError::invalid(
-                    key("prober"),
-                    "is required: redis, chroma or app",
-                ));
-            };
-            if prober == ProberKind::Redis && module.mode == RedisMode::Sentinel {
-                return Err(ConfigError::invalid(
-                    key("mode"),
-                    "a redis module probes standalone nodes or clusters (by a seed); a sentinel's master is a target of its own",
-                ));
-            }
-            let redis_only = [
-                ("mode", module.mode != defaults.mode),
-                ("username", module.username.is_some()),
-                ("password_file", module.password_file.is_some()),
-                ("tls_cert_file", module.tls_cert_file.is_some()),
-                ("tls_key_file", module.tls_key_file.is_some()),
-                ("key_prefix", module.key_prefix != defaults.key_prefix),
-                ("round_trips", module.round_trips != defaults.round_trips),
-            ];
-            let chroma_only = [
-                ("tenant", module.tenant != defaults.tenant),
-                ("database", module.database != defaults.database),
-                ("collection", module.collection != defaults.collection),
-            ];
-            let app_only = [
-                ("path", module.path != defaults.path),
-                ("fields", module.fields != defaults.fields),
-            ];
-            let foreign = [
-                (ProberKind::Redis, &redis_only[..]),
-                (ProberKind::Chroma, &chroma_only[..]),
-                (ProberKind::App, &app_only[..]),
-            ]
-            .into_iter()
-            .filter(|(owner, _)| *owner != prober)
-            .flat_map(|(owner, keys)| keys.iter().map(move |(field, set)| (owner, *field, *set)))
-            .find(|(.., set)| *set);
-            if let Some((owner, field, _)) = foreign {
-                return Err(ConfigError::invalid(
-                    key(field),
-                    format!(
-                        "applies to a {} module; this one's prober is {}",
-                        owner.as_str(),
-                        prober.as_str()
-                    ),
-                ));
-            }
-            if prober == ProberKind::App && !module.path.starts_with('/') {
-                return Err(ConfigError::invalid(key("path"), "must start with /"));
-            }
-        }
-        Ok(())
     }
 
     /// The effective configuration as TOML, secrets shown as `***`.

@@ -1,0 +1,136 @@
+//! The checks that span fields of [`Config`] (a Redis mode's required keys,
+//! TLS files only for TLS URLs, shares that fit the budget, each probe
+//! module's keys), run once after the layers are merged; each refusal names
+//! the key, as its flag, env var or `key (in FILE)`.
+
+use std::path::PathBuf;
+
+use super::census::ReadFrom;
+use super::{Config, ConfigError, EmbeddingsProvider, ModuleConfig, ProberKind, RedisMode};
+
+impl Config {
+    /// The checks that span fields, and the values derived from several.
+    pub(super) fn check(&mut self, blame: impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        let redis = &mut self.redis;
+        let file_password = redis.password_file.as_ref().map(|f| f.secret.clone());
+        redis.password = file_password.or_else(|| redis.url.first().password.clone());
+        let urls = &redis.url.0;
+        let tls = redis.url.first().tls;
+        let (cache, mix, embeddings) = (&self.cache, &self.workload.mix, &self.embeddings);
+        let shares = cache.chat_history.share + cache.similarity.share + cache.embeddings.share;
+        let weights = [
+            mix.get_chat_history,
+            mix.store_chat_entry,
+            mix.query_similar_memories,
+        ];
+        let openai = embeddings.provider == EmbeddingsProvider::OpenAi;
+        let not_rediss = |file: &Option<PathBuf>| file.is_some() && !tls;
+        let mode = redis.mode;
+        let no_master = redis
+            .sentinel_master
+            .as_deref()
+            .is_none_or(|m| m.trim().is_empty());
+        let no_model = embeddings
+            .model
+            .as_deref()
+            .is_none_or(|m| m.trim().is_empty());
+        let sentinel = mode == RedisMode::Sentinel;
+        let rediss_only = "only applies to a rediss:// URL";
+        let sentinel_only = "only applies to --redis.mode sentinel";
+        let openai_needs = "is required with provider = \"openai\"";
+        let one_url = format!(
+            "names {} URLs; standalone mode takes one (sentinel and cluster take several)",
+            urls.len()
+        );
+        let too_much = format!("the shares add up to {shares}, more than the whole budget (1.0)");
+        #[rustfmt::skip]
+        let refusals: [(bool, String, &str); 14] = [
+            (mode == RedisMode::Standalone && urls.len() > 1, blame("redis.url"), &one_url),
+            (urls.iter().any(|url| url.tls != tls), blame("redis.url"), "mixes redis:// and rediss://; TLS applies to every node or none"),
+            (sentinel && no_master, blame("redis.sentinel_master"), "is required with --redis.mode sentinel"),
+            (!sentinel && redis.sentinel_master.is_some(), blame("redis.sentinel_master"), sentinel_only),
+            (!sentinel && redis.sentinel_password_file.is_some(), blame("redis.sentinel_password_file"), sentinel_only),
+            (not_rediss(&redis.tls_ca_file), blame("redis.tls_ca_file"), rediss_only),
+            (not_rediss(&redis.tls_cert_file), blame("redis.tls_cert_file"), rediss_only),
+            (not_rediss(&redis.tls_key_file), blame("redis.tls_key_file"), rediss_only),
+            (redis.tls_cert_file.is_some() != redis.tls_key_file.is_some(), "--redis.tls-cert-file/--redis.tls-key-file".into(), "a client certificate needs its key, and a key its certificate"),
+            (self.chroma.tls_ca_file.is_some() && self.chroma.url.0.scheme() != "https", blame("chroma.tls_ca_file"), "only applies to an https:// URL"),
+            (openai && embeddings.url.is_none(), blame("embeddings.url"), openai_needs),
+            (openai && no_model, blame("embeddings.model"), openai_needs),
+            (shares > 1.0 + 1e-9, blame("cache.similarity.share").replace("similarity", "*"), &too_much),
+            (weights.iter().sum::<f64>() + mix.store_memory <= 0.0, blame("workload.mix.store_memory").replace(".store_memory", ""), "at least one weight must be positive"),
+        ];
+        let refused = refusals.into_iter().find(|(refused, ..)| *refused);
+        if let Some((_, key, message)) = refused {
+            return Err(ConfigError::invalid(key, message));
+        }
+        if self.census.redis.read_from == ReadFrom::Replica {
+            return Err(ConfigError::invalid(
+                blame("census.redis.read_from"),
+                "\"replica\" is not supported yet: the census reads the masters",
+            ));
+        }
+        self.check_modules(&blame)
+    }
+
+    /// Each `[probe.modules.NAME]`: a prober, and only the keys it reads.
+    fn check_modules(&self, blame: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        let defaults = ModuleConfig::default();
+        for (name, module) in &self.probe.modules {
+            let key = |field: &str| blame(&format!("probe.modules.{name}.{field}"));
+            let Some(prober) = module.prober else {
+                return Err(ConfigError::invalid(
+                    key("prober"),
+                    "is required: redis, chroma or app",
+                ));
+            };
+            if prober == ProberKind::Redis && module.mode == RedisMode::Sentinel {
+                return Err(ConfigError::invalid(
+                    key("mode"),
+                    "a redis module probes standalone nodes or clusters (by a seed); a sentinel's master is a target of its own",
+                ));
+            }
+            let redis_only = [
+                ("mode", module.mode != defaults.mode),
+                ("username", module.username.is_some()),
+                ("password_file", module.password_file.is_some()),
+                ("tls_cert_file", module.tls_cert_file.is_some()),
+                ("tls_key_file", module.tls_key_file.is_some()),
+                ("key_prefix", module.key_prefix != defaults.key_prefix),
+                ("round_trips", module.round_trips != defaults.round_trips),
+            ];
+            let chroma_only = [
+                ("tenant", module.tenant != defaults.tenant),
+                ("database", module.database != defaults.database),
+                ("collection", module.collection != defaults.collection),
+            ];
+            let app_only = [
+                ("path", module.path != defaults.path),
+                ("fields", module.fields != defaults.fields),
+            ];
+            let foreign = [
+                (ProberKind::Redis, &redis_only[..]),
+                (ProberKind::Chroma, &chroma_only[..]),
+                (ProberKind::App, &app_only[..]),
+            ]
+            .into_iter()
+            .filter(|(owner, _)| *owner != prober)
+            .flat_map(|(owner, keys)| keys.iter().map(move |(field, set)| (owner, *field, *set)))
+            .find(|(.., set)| *set);
+            if let Some((owner, field, _)) = foreign {
+                return Err(ConfigError::invalid(
+                    key(field),
+                    format!(
+                        "applies to a {} module; this one's prober is {}",
+                        owner.as_str(),
+                        prober.as_str()
+                    ),
+                ));
+            }
+            if prober == ProberKind::App && !module.path.starts_with('/') {
+                return Err(ConfigError::invalid(key("path"), "must start with /"));
+            }
+        }
+        Ok(())
+    }
+}
