@@ -212,13 +212,19 @@ impl Canary {
             families.workload.clone(),
             monitor.rss(),
         ));
-        let census = Census::new(
-            &config.census,
-            &config.redis,
-            &config.chroma,
-            families.census.clone(),
-        )
-        .context("cannot set up the census")?;
+        // census.interval 0s: no census, and no clients for it.
+        let census = (!config.census.interval.is_zero())
+            .then(|| {
+                Census::new(
+                    &config.census,
+                    &config.redis,
+                    &config.chroma,
+                    families.census.clone(),
+                )
+            })
+            .transpose()
+            .context("cannot set up the census")?
+            .map(Arc::new);
         Ok(Self {
             redis,
             chroma,
@@ -226,7 +232,7 @@ impl Canary {
             embedder,
             workload,
             monitor,
-            census: census.enabled().then(|| Arc::new(census)),
+            census,
             cleanup_on_exit: config.workload.cleanup_on_exit,
         })
     }

@@ -27,7 +27,7 @@ use crate::backends::redis::RedisClient;
 use crate::backends::BackendError;
 use crate::config::{CensusConfig, ChromaConfig, RedisConfig};
 use chroma::ChromaPass;
-use redis::{quantile, RedisPass};
+use redis::{GroupSummary, RedisPass};
 
 /// The census's series: the last complete pass of each store, encoded at
 /// scrape time, and the keys scanned.
@@ -39,17 +39,18 @@ pub(crate) struct CensusMetrics {
 
 #[derive(Debug, Default)]
 struct Published {
-    redis: ArcSwapOption<Finished<RedisPass>>,
-    chroma: ArcSwapOption<Finished<ChromaPass>>,
+    redis: ArcSwapOption<RedisPass>,
+    chroma: ArcSwapOption<ChromaFinished>,
     /// `(store, seconds)` of the last pass, succeeded or not, and the
     /// end of the last successful one.
     redis_timing: ArcSwapOption<Timing>,
     chroma_timing: ArcSwapOption<Timing>,
 }
 
+/// A Chroma pass, with what its series are cut by.
 #[derive(Debug)]
-struct Finished<T> {
-    pass: T,
+struct ChromaFinished {
+    pass: ChromaPass,
     /// The canary's own collection's name (named in the chroma series
     /// whatever its size).
     own: String,
@@ -106,11 +107,6 @@ impl Census {
         })
     }
 
-    /// Whether a pass ever runs (`census.interval` 0 turns it off).
-    pub(crate) fn enabled(&self) -> bool {
-        !self.config.interval.is_zero()
-    }
-
     /// A pass now, then one every `interval`, until `cancel`; a pass is
     /// never started while the last runs.
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
@@ -136,60 +132,52 @@ impl Census {
         let redis = redis::pass(&self.redis, &self.config.redis, |n| {
             scanned.inc_by(n);
         })
-        .await;
-        let took = start.elapsed().as_secs_f64();
-        let last = state.redis_timing.load_full().and_then(|t| t.last_success);
-        match redis {
-            Ok(pass) => {
-                tracing::info!(keys = pass.scanned, seconds = took, "census of Redis done");
-                state.redis.store(Some(Arc::new(Finished {
-                    pass,
-                    own: String::new(),
-                    top: 0,
-                })));
-                state.redis_timing.store(Some(Arc::new(Timing {
-                    duration: took,
-                    last_success: Some(now()),
-                })));
-            }
-            Err(err) => {
-                tracing::error!(error = %err.0, "census of Redis failed; its series keep the last pass");
-                state.redis_timing.store(Some(Arc::new(Timing {
-                    duration: took,
-                    last_success: last,
-                })));
-            }
-        }
+        .await
+        .map(|pass| (format!("{} keys", pass.scanned), pass))
+        .map_err(|err| err.0);
+        publish("Redis", &state.redis, &state.redis_timing, start, redis);
         let start = Instant::now();
-        let chroma = chroma::pass(&self.chroma).await;
-        let took = start.elapsed().as_secs_f64();
-        let last = state.chroma_timing.load_full().and_then(|t| t.last_success);
-        match chroma {
-            Ok(pass) => {
-                tracing::info!(
-                    collections = pass.collections.len(),
-                    seconds = took,
-                    "census of Chroma done"
-                );
-                state.chroma.store(Some(Arc::new(Finished {
+        let chroma = chroma::pass(&self.chroma)
+            .await
+            .map(|pass| {
+                let summary = format!("{} collections", pass.collections.len());
+                let finished = ChromaFinished {
                     pass,
                     own: self.own_collection.clone(),
                     top: self.config.chroma.top_collections,
-                })));
-                state.chroma_timing.store(Some(Arc::new(Timing {
-                    duration: took,
-                    last_success: Some(now()),
-                })));
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "census of Chroma failed; its series keep the last pass");
-                state.chroma_timing.store(Some(Arc::new(Timing {
-                    duration: took,
-                    last_success: last,
-                })));
-            }
-        }
+                };
+                (summary, finished)
+            })
+            .map_err(|err| err.to_string());
+        publish("Chroma", &state.chroma, &state.chroma_timing, start, chroma);
     }
+}
+
+/// Publishes a pass of `store` begun at `start`: its series on success,
+/// its timing either way (a failure keeps the last success's time).
+fn publish<T>(
+    store: &str,
+    slot: &ArcSwapOption<T>,
+    timing: &ArcSwapOption<Timing>,
+    start: Instant,
+    result: Result<(String, T), String>,
+) {
+    let duration = start.elapsed().as_secs_f64();
+    let last_success = match result {
+        Ok((summary, pass)) => {
+            tracing::info!(seconds = duration, "census of {store} done: {summary}");
+            slot.store(Some(Arc::new(pass)));
+            Some(now())
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "census of {store} failed; its series keep the last pass");
+            timing.load_full().and_then(|t| t.last_success)
+        }
+    };
+    timing.store(Some(Arc::new(Timing {
+        duration,
+        last_success,
+    })));
 }
 
 fn now() -> f64 {
@@ -220,8 +208,6 @@ struct StoreLabels {
     store: &'static str,
 }
 
-const QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")];
-
 /// Encodes the last complete passes; never talks to a store.
 #[derive(Debug)]
 struct CensusCollector(Arc<Published>);
@@ -229,7 +215,7 @@ struct CensusCollector(Arc<Published>);
 impl Collector for CensusCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         if let Some(redis) = self.0.redis.load_full() {
-            encode_redis(&mut encoder, &redis.pass)?;
+            encode_redis(&mut encoder, &redis)?;
         }
         if let Some(chroma) = self.0.chroma.load_full() {
             encode_chroma(&mut encoder, &chroma)?;
@@ -266,7 +252,7 @@ impl Collector for CensusCollector {
 }
 
 fn encode_redis(encoder: &mut DescriptorEncoder<'_>, pass: &RedisPass) -> std::fmt::Result {
-    type Value = fn(&redis::GroupCensus) -> Option<f64>;
+    type Value = fn(&GroupSummary) -> Option<f64>;
     let per_group: [(&str, &str, Option<Unit>, Value); 4] = [
         (
             "redis_keys",
@@ -278,7 +264,7 @@ fn encode_redis(encoder: &mut DescriptorEncoder<'_>, pass: &RedisPass) -> std::f
             "redis_memory",
             "Memory of each group's keys, from MEMORY USAGE (estimated beyond the sampled share)",
             Some(Unit::Bytes),
-            |g| Some(g.memory()),
+            |g| Some(g.memory),
         ),
         (
             "redis_keys_without_ttl",
@@ -304,39 +290,30 @@ fn encode_redis(encoder: &mut DescriptorEncoder<'_>, pass: &RedisPass) -> std::f
             }
         }
     }
-    let mut family = encoder.encode_descriptor(
-        "redis_length",
-        "Element counts of each group's keys (LLEN, HLEN, SCARD, ZCARD, XLEN, STRLEN), by quantile",
-        None,
-        MetricType::Gauge,
-    )?;
-    for (group, census) in &pass.groups {
-        let mut lengths = census.lengths.clone();
-        for (q, label) in QUANTILES {
-            if let Some(v) = quantile(&mut lengths, q) {
+    type Quantiles = fn(&GroupSummary) -> &[(&'static str, f64)];
+    let per_quantile: [(&str, &str, Option<Unit>, Quantiles); 2] = [
+        (
+            "redis_length",
+            "Element counts of each group's keys (LLEN, HLEN, SCARD, ZCARD, XLEN, STRLEN), by quantile",
+            None,
+            |g| &g.lengths,
+        ),
+        (
+            "redis_ttl",
+            "Time to live of each group's keys that have one, by quantile",
+            Some(Unit::Seconds),
+            |g| &g.ttls,
+        ),
+    ];
+    for (name, help, unit, values) in per_quantile {
+        let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+        for (group, census) in &pass.groups {
+            for (quantile, value) in values(census) {
                 let labels = QuantileLabels {
                     group: group.clone(),
-                    quantile: label,
+                    quantile,
                 };
-                ConstGauge::new(v as f64).encode(family.encode_family(&labels)?)?;
-            }
-        }
-    }
-    let mut family = encoder.encode_descriptor(
-        "redis_ttl",
-        "Time to live of each group's keys that have one, by quantile",
-        Some(&Unit::Seconds),
-        MetricType::Gauge,
-    )?;
-    for (group, census) in &pass.groups {
-        let mut ttls = census.ttls.clone();
-        for (q, label) in QUANTILES {
-            if let Some(v) = quantile(&mut ttls, q) {
-                let labels = QuantileLabels {
-                    group: group.clone(),
-                    quantile: label,
-                };
-                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+                ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
             }
         }
     }
@@ -345,7 +322,7 @@ fn encode_redis(encoder: &mut DescriptorEncoder<'_>, pass: &RedisPass) -> std::f
 
 fn encode_chroma(
     encoder: &mut DescriptorEncoder<'_>,
-    finished: &Finished<ChromaPass>,
+    finished: &ChromaFinished,
 ) -> std::fmt::Result {
     let collections = &finished.pass.collections;
     let mut family = encoder.encode_descriptor(

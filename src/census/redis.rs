@@ -43,10 +43,46 @@ impl GroupCensus {
     }
 }
 
+/// The quantiles the census reports, with their label spellings.
+pub(crate) const QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")];
+
+/// A group as a finished pass publishes it: the quantiles computed once, at
+/// the end of the pass, not at each scrape.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct GroupSummary {
+    pub(crate) keys: u64,
+    pub(crate) without_ttl: u64,
+    pub(crate) memory: f64,
+    pub(crate) sampled: u64,
+    /// `(quantile label, value)`, absent when the group had no such key.
+    pub(crate) lengths: Vec<(&'static str, f64)>,
+    pub(crate) ttls: Vec<(&'static str, f64)>,
+}
+
+impl GroupCensus {
+    fn summary(mut self) -> GroupSummary {
+        let quantiles = |values: &mut [f64]| {
+            QUANTILES
+                .iter()
+                .filter_map(|(q, label)| Some((*label, quantile(values, *q)?)))
+                .collect()
+        };
+        let mut lengths: Vec<f64> = self.lengths.iter().map(|n| *n as f64).collect();
+        GroupSummary {
+            keys: self.keys,
+            without_ttl: self.without_ttl,
+            memory: self.memory(),
+            sampled: self.sampled,
+            lengths: quantiles(&mut lengths),
+            ttls: quantiles(&mut self.ttls),
+        }
+    }
+}
+
 /// A finished pass: each group in configured order, then `other`.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RedisPass {
-    pub(crate) groups: Vec<(String, GroupCensus)>,
+    pub(crate) groups: Vec<(String, GroupSummary)>,
     pub(crate) scanned: u64,
 }
 
@@ -93,7 +129,10 @@ pub(crate) async fn pass(
         }
     }
     Ok(RedisPass {
-        groups,
+        groups: groups
+            .into_iter()
+            .map(|(name, census)| (name, census.summary()))
+            .collect(),
         scanned: total,
     })
 }
