@@ -2,115 +2,105 @@
 //! memory, how many without a TTL and how long the lists are, per key group
 //! in Redis; and how many records each collection holds in Chroma. A
 //! background loop, read-only and paced by a budget, off the canary's path
-//! and never during a scrape; one pass at a time, every `census.interval`
-//! from start-up. A pass publishes all its series when it ends
-//! ([`CensusMetrics`]): half a pass is never visible, and a failed pass
-//! leaves the last one's series as they were.
+//! and never during a scrape; one pass at a time, every `interval` from
+//! start-up. A pass publishes all its series when it ends ([`series`]):
+//! half a pass is never visible, and a failed pass leaves the last one's
+//! series as they were.
+//!
+//! The canary counts its own Redis and Chroma ([`Census::new`]); a fleet
+//! module with a `census` table counts each target it probes, one store
+//! per target ([`Census::of`]).
 
 mod chroma;
 mod redis;
+mod series;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::{Registry, Unit};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::chroma::ChromaClient;
 use crate::backends::redis::RedisClient;
 use crate::backends::BackendError;
-use crate::config::{CensusConfig, ChromaConfig, RedisConfig};
-use chroma::ChromaPass;
-use redis::{GroupSummary, RedisPass};
+use crate::config::{CensusConfig, ChromaConfig, RedisCensus, RedisConfig};
+pub(crate) use series::CensusMetrics;
 
-/// The census's series: the last complete pass of each store, encoded at
-/// scrape time, and the keys scanned.
-#[derive(Clone, Debug)]
-pub(crate) struct CensusMetrics {
-    state: Arc<Published>,
-    scanned: Counter,
+/// A Redis to count, and how.
+pub(crate) struct RedisStore {
+    /// Built with [`RedisClient::for_census`], so it reads where
+    /// `config.read_from` says.
+    pub(crate) client: RedisClient,
+    pub(crate) config: RedisCensus,
 }
 
-#[derive(Debug, Default)]
-struct Published {
-    redis: ArcSwapOption<RedisPass>,
-    chroma: ArcSwapOption<ChromaFinished>,
-    /// `(store, seconds)` of the last pass, succeeded or not, and the
-    /// end of the last successful one.
-    redis_timing: ArcSwapOption<Timing>,
-    chroma_timing: ArcSwapOption<Timing>,
+/// A Chroma to count: its client (for one tenant and database), the
+/// collection named whatever its size, and how many others are named.
+pub(crate) struct ChromaStore {
+    pub(crate) client: ChromaClient,
+    pub(crate) own: String,
+    pub(crate) top: usize,
 }
 
-/// A Chroma pass, with what its series are cut by.
-#[derive(Debug)]
-struct ChromaFinished {
-    pass: ChromaPass,
-    /// The canary's own collection's name (named in the chroma series
-    /// whatever its size).
-    own: String,
-    top: usize,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Timing {
-    duration: f64,
-    last_success: Option<f64>,
-}
-
-impl CensusMetrics {
-    /// Registers the series under `registry` (the `llmcache_` namespace).
-    pub(crate) fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            state: Arc::default(),
-            scanned: Counter::default(),
-        };
-        let census = registry.sub_registry_with_prefix("census");
-        census.register(
-            "keys_scanned",
-            "Redis keys the census looked at",
-            metrics.scanned.clone(),
-        );
-        census.register_collector(Box::new(CensusCollector(metrics.state.clone())));
-        metrics
-    }
-}
-
-/// The census of one generation's Redis and Chroma.
+/// The census of one Redis, one Chroma, or both.
 pub(crate) struct Census {
-    config: CensusConfig,
-    redis: RedisClient,
-    chroma: ChromaClient,
-    own_collection: String,
+    interval: Duration,
+    redis: Option<RedisStore>,
+    chroma: Option<ChromaStore>,
     metrics: CensusMetrics,
+    /// What is counted, for log lines: empty for the canary's own stores.
+    subject: String,
 }
 
 impl Census {
-    /// Builds the clients; connects nothing.
+    /// The census of the canary's Redis and Chroma; builds the clients,
+    /// connects nothing.
     pub(crate) fn new(
         config: &CensusConfig,
         redis: &RedisConfig,
         chroma: &ChromaConfig,
         metrics: CensusMetrics,
     ) -> Result<Self, BackendError> {
-        Ok(Self {
-            config: config.clone(),
-            redis: RedisClient::for_probe(redis)?,
-            chroma: ChromaClient::new(chroma, None)?,
-            own_collection: chroma.collection.clone(),
+        let redis = RedisStore {
+            client: RedisClient::for_census(redis, config.redis.read_from)?,
+            config: config.redis.clone(),
+        };
+        let chroma = ChromaStore {
+            client: ChromaClient::new(chroma, None)?,
+            own: chroma.collection.clone(),
+            top: config.chroma.top_collections,
+        };
+        Ok(Self::of(
+            config.interval,
+            Some(redis),
+            Some(chroma),
             metrics,
-        })
+            String::new(),
+        ))
+    }
+
+    /// The census of the given stores, every `interval`; `subject` names
+    /// them in log lines (" of target T, module M").
+    pub(crate) fn of(
+        interval: Duration,
+        redis: Option<RedisStore>,
+        chroma: Option<ChromaStore>,
+        metrics: CensusMetrics,
+        subject: String,
+    ) -> Self {
+        Self {
+            interval,
+            redis,
+            chroma,
+            metrics,
+            subject,
+        }
     }
 
     /// A pass now, then one every `interval`, until `cancel`; a pass is
     /// never started while the last runs.
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        let mut every = tokio::time::interval(self.config.interval);
+        let mut every = tokio::time::interval(self.interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -126,249 +116,20 @@ impl Census {
 
     /// One pass of each store; each publishes when it ends.
     async fn pass(&self) {
-        let state = &self.metrics.state;
-        let start = Instant::now();
-        let scanned = self.metrics.scanned.clone();
-        let redis = redis::pass(&self.redis, &self.config.redis, |n| {
-            scanned.inc_by(n);
-        })
-        .await
-        .map(|pass| (format!("{} keys", pass.scanned), pass))
-        .map_err(|err| err.0);
-        publish("Redis", &state.redis, &state.redis_timing, start, redis);
-        let start = Instant::now();
-        let chroma = chroma::pass(&self.chroma)
-            .await
-            .map(|pass| {
-                let summary = format!("{} collections", pass.collections.len());
-                let finished = ChromaFinished {
-                    pass,
-                    own: self.own_collection.clone(),
-                    top: self.config.chroma.top_collections,
-                };
-                (summary, finished)
-            })
-            .map_err(|err| err.to_string());
-        publish("Chroma", &state.chroma, &state.chroma_timing, start, chroma);
-    }
-}
-
-/// Publishes a pass of `store` begun at `start`: its series on success,
-/// its timing either way (a failure keeps the last success's time).
-fn publish<T>(
-    store: &str,
-    slot: &ArcSwapOption<T>,
-    timing: &ArcSwapOption<Timing>,
-    start: Instant,
-    result: Result<(String, T), String>,
-) {
-    let duration = start.elapsed().as_secs_f64();
-    let last_success = match result {
-        Ok((summary, pass)) => {
-            tracing::info!(seconds = duration, "census of {store} done: {summary}");
-            slot.store(Some(Arc::new(pass)));
-            Some(now())
+        let metrics = &self.metrics;
+        if let Some(store) = &self.redis {
+            let start = Instant::now();
+            let result = redis::pass(&store.client, &store.config, |n| metrics.scanned(n))
+                .await
+                .map_err(|err| err.0);
+            metrics.publish_redis(&self.subject, start, result);
         }
-        Err(err) => {
-            tracing::error!(error = %err, "census of {store} failed; its series keep the last pass");
-            timing.load_full().and_then(|t| t.last_success)
-        }
-    };
-    timing.store(Some(Arc::new(Timing {
-        duration,
-        last_success,
-    })));
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs_f64()
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct GroupLabels {
-    group: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct QuantileLabels {
-    group: String,
-    quantile: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CollectionLabels {
-    collection: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StoreLabels {
-    store: &'static str,
-}
-
-/// Encodes the last complete passes; never talks to a store.
-#[derive(Debug)]
-struct CensusCollector(Arc<Published>);
-
-impl Collector for CensusCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        if let Some(redis) = self.0.redis.load_full() {
-            encode_redis(&mut encoder, &redis)?;
-        }
-        if let Some(chroma) = self.0.chroma.load_full() {
-            encode_chroma(&mut encoder, &chroma)?;
-        }
-        let timings = [
-            ("redis", self.0.redis_timing.load_full()),
-            ("chroma", self.0.chroma_timing.load_full()),
-        ];
-        let mut family = encoder.encode_descriptor(
-            "pass_duration",
-            "How long the census's last pass of each store took",
-            Some(&Unit::Seconds),
-            MetricType::Gauge,
-        )?;
-        for (store, timing) in &timings {
-            if let Some(timing) = timing {
-                ConstGauge::new(timing.duration)
-                    .encode(family.encode_family(&StoreLabels { store })?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "last_success_timestamp",
-            "When the census's last successful pass of each store ended",
-            Some(&Unit::Seconds),
-            MetricType::Gauge,
-        )?;
-        for (store, timing) in &timings {
-            if let Some(at) = timing.as_ref().and_then(|t| t.last_success) {
-                ConstGauge::new(at).encode(family.encode_family(&StoreLabels { store })?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn encode_redis(encoder: &mut DescriptorEncoder<'_>, pass: &RedisPass) -> std::fmt::Result {
-    type Value = fn(&GroupSummary) -> Option<f64>;
-    let per_group: [(&str, &str, Option<Unit>, Value); 4] = [
-        (
-            "redis_keys",
-            "Keys in each group (other: keys no group matches)",
-            None,
-            |g| Some(g.keys as f64),
-        ),
-        (
-            "redis_memory",
-            "Memory of each group's keys, from MEMORY USAGE (estimated beyond the sampled share)",
-            Some(Unit::Bytes),
-            |g| Some(g.memory),
-        ),
-        (
-            "redis_keys_without_ttl",
-            "Keys of each group without a TTL",
-            None,
-            |g| Some(g.without_ttl as f64),
-        ),
-        (
-            "redis_memory_sampled_ratio",
-            "The share of each group's keys whose memory was measured",
-            None,
-            |g| (g.keys > 0).then(|| g.sampled as f64 / g.keys as f64),
-        ),
-    ];
-    for (name, help, unit, value) in per_group {
-        let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
-        for (group, census) in &pass.groups {
-            if let Some(v) = value(census) {
-                let labels = GroupLabels {
-                    group: group.clone(),
-                };
-                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
-            }
+        if let Some(store) = &self.chroma {
+            let start = Instant::now();
+            let result = chroma::pass(&store.client)
+                .await
+                .map_err(|err| err.to_string());
+            metrics.publish_chroma(&self.subject, start, result, &store.own, store.top);
         }
     }
-    type Quantiles = fn(&GroupSummary) -> &[(&'static str, f64)];
-    let per_quantile: [(&str, &str, Option<Unit>, Quantiles); 2] = [
-        (
-            "redis_length",
-            "Element counts of each group's keys (LLEN, HLEN, SCARD, ZCARD, XLEN, STRLEN), by quantile",
-            None,
-            |g| &g.lengths,
-        ),
-        (
-            "redis_ttl",
-            "Time to live of each group's keys that have one, by quantile",
-            Some(Unit::Seconds),
-            |g| &g.ttls,
-        ),
-    ];
-    for (name, help, unit, values) in per_quantile {
-        let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
-        for (group, census) in &pass.groups {
-            for (quantile, value) in values(census) {
-                let labels = QuantileLabels {
-                    group: group.clone(),
-                    quantile,
-                };
-                ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
-            }
-        }
-    }
-    Ok(())
 }
-
-fn encode_chroma(
-    encoder: &mut DescriptorEncoder<'_>,
-    finished: &ChromaFinished,
-) -> std::fmt::Result {
-    let collections = &finished.pass.collections;
-    let mut family = encoder.encode_descriptor(
-        "chroma_collections",
-        "Collections in the tenant and database",
-        None,
-        MetricType::Gauge,
-    )?;
-    ConstGauge::new(collections.len() as i64).encode(family.encode_family(&NoLabels {})?)?;
-    let mut family = encoder.encode_descriptor(
-        "chroma_records",
-        "Records in each of the largest collections (and the canary's own); the rest summed as other",
-        None,
-        MetricType::Gauge,
-    )?;
-    let mut other = 0u64;
-    let mut named = 0;
-    for (name, records) in collections {
-        if *name == finished.own || named < finished.top {
-            if *name != finished.own {
-                named += 1;
-            }
-            let labels = CollectionLabels {
-                collection: name.clone(),
-            };
-            ConstGauge::new(*records as i64).encode(family.encode_family(&labels)?)?;
-        } else {
-            other += records;
-        }
-    }
-    // The canary's own collection is named whether or not it exists yet.
-    let own_listed = collections.iter().any(|(n, _)| *n == finished.own);
-    if !own_listed && !finished.own.is_empty() {
-        let labels = CollectionLabels {
-            collection: finished.own.clone(),
-        };
-        ConstGauge::new(0).encode(family.encode_family(&labels)?)?;
-    }
-    if collections.len() > named + usize::from(own_listed) {
-        let labels = CollectionLabels {
-            collection: "other".into(),
-        };
-        ConstGauge::new(other as i64).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NoLabels {}

@@ -1,4 +1,5 @@
-//! One census pass over Redis: `SCAN` on every master (`COUNT` 200, no
+//! One census pass over Redis: `SCAN` on every master, or with `read_from =
+//! "replica"` on one replica of each cluster master that has one (`COUNT` 200, no
 //! `KEYS`, no Lua), and per batch two pipelines: `TYPE`, `PTTL` and `MEMORY
 //! USAGE key SAMPLES 0` (for the sampled share of keys), then the length
 //! command of each key's type. Keys are counted in the first group whose
@@ -12,7 +13,7 @@ use redis::Value;
 
 use crate::backends::redis::{Failure, RedisClient, ReplyCode};
 use crate::backends::{Backend, BackendError, ErrorKind};
-use crate::config::{KeyGroup, RedisCensus};
+use crate::config::{KeyGroup, ReadFrom, RedisCensus};
 
 /// Keys per `SCAN` batch: at 200 a pipelined batch stays under a
 /// millisecond of Redis's time; at 1,000 it stalled other clients.
@@ -90,7 +91,7 @@ pub(crate) struct RedisPass {
 #[derive(Debug)]
 pub(crate) struct PassError(pub(crate) String);
 
-/// Counts every key on every master.
+/// Counts every key on every master (or a replica of it).
 pub(crate) async fn pass(
     client: &RedisClient,
     config: &RedisCensus,
@@ -106,19 +107,31 @@ pub(crate) async fn pass(
         .map(|g| (g.name.clone(), GroupCensus::default()))
         .chain([("other".to_owned(), GroupCensus::default())])
         .collect();
+    let readers: Vec<&String> = match config.read_from {
+        ReadFrom::Master => topology.masters.iter().collect(),
+        ReadFrom::Replica => topology
+            .masters
+            .iter()
+            .enumerate()
+            .map(|(i, master)| {
+                let replicas = topology.replicas_of.get(i).map(Vec::as_slice);
+                replicas.and_then(<[String]>::first).unwrap_or(master)
+            })
+            .collect(),
+    };
     let started = Instant::now();
     let mut total = 0u64;
-    for master in &topology.masters {
+    for node in readers {
         let mut cursor: u64 = 0;
         loop {
             let mut scan = redis::cmd("SCAN");
             scan.arg(cursor).arg("COUNT").arg(BATCH);
             let (next, keys): (u64, Vec<String>) = client
-                .on_master(master, &scan)
+                .on_master(node, &scan)
                 .await
                 .map_err(|f| failed("SCAN", &f))?;
             let n = keys.len() as u64;
-            batch(client, master, &keys, config, &mut groups).await?;
+            batch(client, node, &keys, config, &mut groups).await?;
             total += n;
             scanned(n);
             pace(config.max_keys_per_second, total, started).await;
@@ -182,7 +195,7 @@ fn group_of(groups: &[KeyGroup], key: &str) -> usize {
 
 async fn batch(
     client: &RedisClient,
-    master: &str,
+    node: &str,
     keys: &[String],
     config: &RedisCensus,
     groups: &mut [(String, GroupCensus)],
@@ -208,7 +221,7 @@ async fn batch(
     }
     let step = "TYPE, PTTL and MEMORY USAGE";
     let replies = client
-        .pipeline_on(master, &first)
+        .pipeline_on(node, &first)
         .await
         .map_err(|f| failed(step, &f))?;
     refused(step, &replies)?;
@@ -240,7 +253,7 @@ async fn batch(
     {
         let step = "the length commands";
         let replies = client
-            .pipeline_on(master, &second)
+            .pipeline_on(node, &second)
             .await
             .map_err(|f| failed(step, &f))?;
         refused(step, &replies)?;

@@ -6,7 +6,14 @@
 use std::path::PathBuf;
 
 use super::census::ReadFrom;
-use super::{Config, ConfigError, EmbeddingsProvider, ModuleConfig, ProberKind, RedisMode};
+use super::{
+    CensusConfig, Config, ConfigError, EmbeddingsProvider, ModuleConfig, ProberKind, RedisMode,
+};
+
+/// Why `read_from = "replica"` is refused outside cluster mode.
+const REPLICA_NEEDS_CLUSTER: &str =
+    "\"replica\" reads each cluster master's replicas, which CLUSTER NODES names; \
+     it needs mode = \"cluster\" (a standalone node's or a sentinel's replicas are not read yet)";
 
 impl Config {
     /// The checks that span fields, and the values derived from several.
@@ -64,10 +71,10 @@ impl Config {
         if let Some((_, key, message)) = refused {
             return Err(ConfigError::invalid(key, message));
         }
-        if self.census.redis.read_from == ReadFrom::Replica {
+        if self.census.redis.read_from == ReadFrom::Replica && mode != RedisMode::Cluster {
             return Err(ConfigError::invalid(
                 blame("census.redis.read_from"),
-                "\"replica\" is not supported yet: the census reads the masters",
+                REPLICA_NEEDS_CLUSTER,
             ));
         }
         self.check_modules(&blame)
@@ -126,6 +133,30 @@ impl Config {
                         prober.as_str()
                     ),
                 ));
+            }
+            if let Some(census) = &module.census {
+                let census_defaults = CensusConfig::default();
+                let (field, refusal) = match prober {
+                    ProberKind::App => ("census", "applies to a redis or chroma module"),
+                    ProberKind::Redis if census.chroma != census_defaults.chroma => (
+                        "census.chroma",
+                        "applies to a chroma module; this one's prober is redis",
+                    ),
+                    ProberKind::Chroma if census.redis != census_defaults.redis => (
+                        "census.redis",
+                        "applies to a redis module; this one's prober is chroma",
+                    ),
+                    ProberKind::Redis
+                        if census.redis.read_from == ReadFrom::Replica
+                            && module.mode != RedisMode::Cluster =>
+                    {
+                        ("census.redis.read_from", REPLICA_NEEDS_CLUSTER)
+                    }
+                    _ => ("", ""),
+                };
+                if !field.is_empty() {
+                    return Err(ConfigError::invalid(key(field), refusal));
+                }
             }
             if prober == ProberKind::App && !module.path.starts_with('/') {
                 return Err(ConfigError::invalid(key("path"), "must start with /"));

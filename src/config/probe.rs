@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smart_default::SmartDefault;
 
 use super::values::{any_case, duration, int, key_prefix, readable_file, SecretFile};
-use super::RedisMode;
+use super::{CensusConfig, RedisMode};
 
 /// `[canary]`
 #[derive(Debug, Clone, SmartDefault, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +121,12 @@ pub(crate) struct ModuleConfig {
     pub(crate) collection: String,
     /// chroma: the token (X-Chroma-Token); app: a bearer token.
     pub(crate) token_file: Option<SecretFile>,
+
+    /// redis and chroma: the census of each probed target, in the
+    /// background on `census.interval`; `/probe` returns its last complete
+    /// pass. The keys of `[census]`: a redis module reads `census.redis`, a
+    /// chroma module `census.chroma`.
+    pub(crate) census: Option<CensusConfig>,
 
     /// app: the health document's path, for a `host:port` target.
     #[default("/health".to_owned())]

@@ -40,7 +40,9 @@ fn seed(i: usize) -> (String, Vec<f32>, String) {
     )
 }
 
-fn client_config(probe: &Probe<'_>) -> Result<ChromaConfig, String> {
+/// The client settings for this target: the module's, with the target's
+/// address and the token the credentials file gives it.
+pub(super) fn client_config(probe: &Probe<'_>) -> Result<ChromaConfig, String> {
     let module = probe.module;
     let scheme = if probe.target.tls { "https" } else { "http" };
     let url = Url::parse(&format!("{scheme}://{}/", probe.target.endpoint()))

@@ -10,9 +10,11 @@
 //! handler, not the prober, adds `probe_success` and
 //! `probe_duration_seconds`. Clients are pooled per target ([`pool`]); a
 //! module's `credentials_file` gives targets their own logins
-//! ([`credentials`]).
+//! ([`credentials`]); a module's `census` counts each target's data in the
+//! background, and a probe returns its last complete pass ([`census`]).
 
 mod app;
+mod census;
 mod chroma;
 mod credentials;
 mod metrics;
@@ -30,6 +32,7 @@ use tokio::sync::Semaphore;
 use crate::backends::chroma::ChromaClient;
 use crate::backends::redis::RedisClient;
 use crate::config::{ModuleConfig, ProbeConfig, ProberKind};
+use census::Censuses;
 use credentials::{Credentials, Login};
 pub(crate) use metrics::{FleetMetrics, ProbeResult};
 use pool::{Pool, PoolKey};
@@ -49,11 +52,12 @@ struct Module {
     credentials: Option<Credentials>,
 }
 
-/// Every prober's pooled clients.
+/// Every prober's pooled clients, and the censuses of probed targets.
 pub(crate) struct Pools {
     redis: Pool<RedisClient>,
     chroma: Pool<ChromaClient>,
     app: Pool<reqwest::Client>,
+    census: Censuses,
 }
 
 /// One generation's modules, bounds and pools. A reload builds a new one.
@@ -136,6 +140,7 @@ impl Fleet {
                 redis: Pool::new(capacity, idle),
                 chroma: Pool::new(capacity, idle),
                 app: Pool::new(capacity, idle),
+                census: Censuses::new(capacity, idle),
             },
             metrics,
             exporter_id: format!("{:08x}", fastrand::u32(..)),
@@ -252,13 +257,16 @@ impl Fleet {
                         ProberKind::App => app::probe(&probe, &mut report).await,
                     }
                 };
-                match tokio::time::timeout(deadline, run).await {
+                let success = match tokio::time::timeout(deadline, run).await {
                     Ok(success) => success,
                     Err(_) => {
                         report.log(format!("the deadline ({deadline:?}) passed"));
                         false
                     }
-                }
+                };
+                // Whatever the probe found: the census runs on its own.
+                self.pools.census.report(&probe, &mut report);
+                success
             }
         };
         report.log(if success {

@@ -26,7 +26,7 @@ struct CodeLabels {
 
 /// The client settings for this target: the module's, with the target's
 /// address and the login the credentials file gives it.
-fn client_config(probe: &Probe<'_>) -> Result<RedisConfig, String> {
+pub(super) fn client_config(probe: &Probe<'_>) -> Result<RedisConfig, String> {
     let module = probe.module;
     let scheme = if probe.target.tls { "rediss" } else { "redis" };
     let mut url = RedisUrl::parse(&format!("{scheme}://{}", probe.target.endpoint()))?;

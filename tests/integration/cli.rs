@@ -252,6 +252,14 @@ fn bad_file_values_exit_2_naming_the_key() {
         ("[memory]\nprocfs_path = \"/nonexistent\"\n", "memory.procfs_path"),
         ("[log]\nlevel = \"chatty\"\n", "log.level"),
         ("[web]\nlisten_address = \"localhost\"\n", "web.listen_address"),
+        ("[census.redis]\nmemory_sample = 1.5\n", "census.redis.memory_sample"),
+        ("[[census.redis.groups]]\nname = \"chat\"\npattern = \"message_store:[\"\n", "census.redis.groups"),
+        ("[[census.redis.groups]]\nname = \"other\"\npattern = \"x:*\"\n", "census.redis.groups"),
+        ("[census.redis]\nread_from = \"replica\"\n", "census.redis.read_from"),
+        ("[probe.modules.a]\nprober = \"app\"\n[probe.modules.a.census]\n", "probe.modules.a.census"),
+        ("[probe.modules.r]\nprober = \"redis\"\n[probe.modules.r.census.chroma]\ntop_collections = 3\n", "probe.modules.r.census.chroma"),
+        ("[probe.modules.c]\nprober = \"chroma\"\n[probe.modules.c.census.redis]\nmax_keys_per_second = 3\n", "probe.modules.c.census.redis"),
+        ("[probe.modules.r]\nprober = \"redis\"\n[probe.modules.r.census.redis]\nread_from = \"replica\"\n", "probe.modules.r.census.redis.read_from"),
         ("[redis\n", "--config.file"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {

@@ -3,6 +3,7 @@
 mod alerting;
 mod backends;
 mod census;
+mod census_fleet;
 mod chroma_security;
 mod cli;
 mod dashboards;

@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use super::codes::{classify, ReplyCode};
 use super::connection::{Nodes, Topology};
 use crate::backends::{Backend, BackendError, ErrorKind};
-use crate::config::RedisConfig;
+use crate::config::{ReadFrom, RedisConfig};
 use crate::secret::Secret;
 
 /// A failed request: the error, and the reply codes in it (each once).
@@ -43,19 +43,31 @@ impl RedisClient {
     /// cluster slot owner counts into `changes`. A broken connection is
     /// retried once within a request.
     pub(crate) fn new(config: &RedisConfig, changes: Counter) -> Result<Self, BackendError> {
-        Self::with_reconnects(config, changes, 1)
+        Self::with_reconnects(config, changes, 1, false)
     }
 
     /// As [`Self::new`], for a probe: one attempt per request, so a target
     /// that refuses connections fails at once.
     pub(crate) fn for_probe(config: &RedisConfig) -> Result<Self, BackendError> {
-        Self::with_reconnects(config, Counter::default(), 0)
+        Self::with_reconnects(config, Counter::default(), 0, false)
+    }
+
+    /// As [`Self::for_probe`], for the census: reading from a cluster's
+    /// replicas when `read_from` says so (the census picks the node of each
+    /// request from [`Topology::replicas_of`]).
+    pub(crate) fn for_census(
+        config: &RedisConfig,
+        read_from: ReadFrom,
+    ) -> Result<Self, BackendError> {
+        let replicas = read_from == ReadFrom::Replica;
+        Self::with_reconnects(config, Counter::default(), 0, replicas)
     }
 
     fn with_reconnects(
         config: &RedisConfig,
         changes: Counter,
         reconnects: usize,
+        replicas: bool,
     ) -> Result<Self, BackendError> {
         let secrets: Vec<Secret> = config
             .password
@@ -68,8 +80,8 @@ impl RedisClient {
                     .map(|f| f.secret.clone()),
             )
             .collect();
-        let nodes =
-            Nodes::new(config, changes, reconnects).map_err(|err| classify(&err, &secrets).0)?;
+        let nodes = Nodes::new(config, changes, reconnects, replicas)
+            .map_err(|err| classify(&err, &secrets).0)?;
         let endpoint = config
             .url
             .0
@@ -125,7 +137,8 @@ impl RedisClient {
         self.run(self.nodes.query(cmd)).await
     }
 
-    /// `cmd` to the master at `addr` (one of [`Self::topology`]'s).
+    /// `cmd` to the master at `addr` (one of [`Self::topology`]'s; in a
+    /// cluster, one of its replicas too).
     pub(crate) async fn on_master<T: redis::FromRedisValue>(
         &self,
         addr: &str,
@@ -134,8 +147,8 @@ impl RedisClient {
         self.run(self.nodes.on_master(addr, cmd)).await
     }
 
-    /// The plain pipeline `pipe` on the master at `addr`: one reply per
-    /// command.
+    /// The plain pipeline `pipe` on the node at `addr`, as
+    /// [`Self::on_master`]: one reply per command.
     pub(crate) async fn pipeline_on(
         &self,
         addr: &str,

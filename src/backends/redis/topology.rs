@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// One line of `CLUSTER NODES`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ClusterNode {
+    /// The node's id.
+    pub(crate) id: String,
     /// `host:port` of the node's client port.
     pub(crate) addr: String,
     pub(crate) master: bool,
@@ -14,6 +16,8 @@ pub(crate) struct ClusterNode {
     pub(crate) failed: bool,
     /// The slot ranges it serves, inclusive (masters only).
     pub(crate) slots: Vec<(u16, u16)>,
+    /// A replica's master's id.
+    pub(crate) replica_of: Option<String>,
 }
 
 /// Parses `CLUSTER NODES`. Lines that are not nodes, nodes without an
@@ -46,11 +50,24 @@ fn parse_node(line: &str) -> Option<ClusterNode> {
         })
         .collect();
     Some(ClusterNode {
+        id: fields[0].to_owned(),
+        replica_of: Some(fields[3])
+            .filter(|id| !master && *id != "-")
+            .map(str::to_owned),
         addr: addr.to_owned(),
         master,
         failed: flags.iter().any(|f| matches!(*f, "fail" | "fail?")),
         slots,
     })
+}
+
+/// The healthy replicas of `master`, by address.
+pub(crate) fn replicas_of(nodes: &[ClusterNode], master: &ClusterNode) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|n| !n.failed && n.replica_of.as_deref() == Some(master.id.as_str()))
+        .map(|n| n.addr.clone())
+        .collect()
 }
 
 /// Which master serves each slot range, by range start.
@@ -142,6 +159,11 @@ abcdef :0@0 master,noaddr - 0 0 0 disconnected
         assert_eq!(nodes[2].slots, [(10923, 16383)]);
         assert_eq!(nodes[5].slots, [(0, 5460), (16000, 16000)]);
         assert!(parse_cluster_nodes("garbage\n\n").is_empty());
+        assert_eq!(replicas_of(&nodes, &nodes[5]), ["127.0.0.1:30004"]);
+        assert_eq!(replicas_of(&nodes, &nodes[1]), ["127.0.0.1:30005"]);
+        // 30006, the replica of 30003, has failed.
+        assert!(replicas_of(&nodes, &nodes[2]).is_empty());
+        assert!(replicas_of(&nodes, &nodes[0]).is_empty());
     }
 
     #[test]

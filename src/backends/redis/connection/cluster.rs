@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_read_routing::RandomReplicaStrategy;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     Cmd, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Pipeline, ProtocolVersion,
@@ -16,7 +17,7 @@ use redis::{
 };
 
 use super::super::topology::{
-    owner_changes, parse_cluster_nodes, remember, slot_owners, SlotOwners,
+    owner_changes, parse_cluster_nodes, remember, replicas_of, slot_owners, SlotOwners,
 };
 use super::{address, Settings, Topology};
 
@@ -33,7 +34,13 @@ pub(super) struct Cluster {
 }
 
 impl Cluster {
-    pub(super) fn new(settings: &Settings<'_>, changes: Counter) -> RedisResult<Self> {
+    /// With `replicas`, every connection is `READONLY` (the crate's read
+    /// routing), so a replica serves the reads sent to it by address.
+    pub(super) fn new(
+        settings: &Settings<'_>,
+        changes: Counter,
+        replicas: bool,
+    ) -> RedisResult<Self> {
         let config = settings.config;
         let first = config.url.first();
         let seeds: Vec<ConnectionInfo> = config
@@ -58,6 +65,9 @@ impl Cluster {
         }
         if let Some(certs) = settings.certs.clone() {
             builder = builder.certs(certs);
+        }
+        if replicas {
+            builder = builder.read_routing_strategy(RandomReplicaStrategy);
         }
         let client = builder.build()?;
         Ok(Self {
@@ -90,7 +100,7 @@ impl Cluster {
         transaction(&self.conn, pipe).await
     }
 
-    /// Sends `cmd` to the master at `addr` (from [`Cluster::topology`]).
+    /// Sends `cmd` to the node at `addr` (from [`Cluster::topology`]).
     pub(super) async fn on_master<T: FromRedisValue>(
         &self,
         addr: &str,
@@ -113,7 +123,7 @@ impl Cluster {
         T::from_redis_value(value).map_err(Into::into)
     }
 
-    /// Sends the plain pipeline `pipe` to the master at `addr`.
+    /// Sends the plain pipeline `pipe` to the node at `addr`.
     pub(super) async fn pipe_on_master(
         &self,
         addr: &str,
@@ -160,11 +170,12 @@ impl Cluster {
             }
         }
         *seen = Some(remember(seen.as_ref(), now));
-        let masters: Vec<String> = nodes
+        let serving: Vec<_> = nodes
             .iter()
             .filter(|n| n.master && !n.failed && !n.slots.is_empty())
-            .map(|n| n.addr.clone())
             .collect();
+        let masters: Vec<String> = serving.iter().map(|n| n.addr.clone()).collect();
+        let replicas_of = serving.iter().map(|m| replicas_of(&nodes, m)).collect();
         let replicas = nodes.iter().filter(|n| !n.master && !n.failed).count();
         Ok(Topology {
             summary: format!(
@@ -173,6 +184,7 @@ impl Cluster {
             ),
             masters,
             replicas: Some(replicas),
+            replicas_of,
         })
     }
 }

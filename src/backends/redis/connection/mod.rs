@@ -35,6 +35,9 @@ enum Mode {
 pub(crate) struct Topology {
     /// `host:port` of every master.
     pub(crate) masters: Vec<String>,
+    /// Cluster mode: each master's healthy replicas, in the order of
+    /// `masters` (empty elsewhere).
+    pub(crate) replicas_of: Vec<Vec<String>>,
     /// `None` where only the masters' `INFO` (`connected_slaves`) knows.
     pub(crate) replicas: Option<usize>,
     /// The mode and who serves, for `/health`.
@@ -52,10 +55,13 @@ impl Nodes {
     /// Builds the client of `config.mode`; connects nothing. A new
     /// sentinel master or cluster slot owner counts into `changes`. A
     /// broken connection is retried `reconnects` times within a request.
+    /// With `replicas`, a cluster's connections to its replicas are
+    /// `READONLY`, so requests sent to a replica by address are served there.
     pub(super) fn new(
         config: &RedisConfig,
         changes: Counter,
         reconnects: usize,
+        replicas: bool,
     ) -> RedisResult<Self> {
         let settings = Settings {
             config,
@@ -69,7 +75,7 @@ impl Nodes {
             .set_max_delay(Duration::from_secs(2));
         Ok(Self(match config.mode {
             RedisMode::Standalone => Mode::Standalone(Standalone::new(&settings, manager)?),
-            RedisMode::Cluster => Mode::Cluster(Cluster::new(&settings, changes)?),
+            RedisMode::Cluster => Mode::Cluster(Cluster::new(&settings, changes, replicas)?),
             RedisMode::Sentinel => {
                 Mode::Sentinel(Box::new(Sentinel::new(&settings, manager, changes)?))
             }
@@ -100,8 +106,8 @@ impl Nodes {
         }
     }
 
-    /// Sends `cmd` to the master at `addr` (from [`Nodes::topology`]); with
-    /// one master, that is any request.
+    /// Sends `cmd` to the master (or, in a cluster, the replica) at `addr`
+    /// (from [`Nodes::topology`]); with one master, that is any request.
     pub(super) async fn on_master<T: FromRedisValue>(
         &self,
         addr: &str,
@@ -113,8 +119,8 @@ impl Nodes {
         }
     }
 
-    /// Sends the (plain, not `MULTI`) pipeline `pipe` to the master at
-    /// `addr`; its replies, one per command.
+    /// Sends the (plain, not `MULTI`) pipeline `pipe` to the node at `addr`,
+    /// as [`Nodes::on_master`]; its replies, one per command.
     pub(super) async fn pipe_on_master(
         &self,
         addr: &str,

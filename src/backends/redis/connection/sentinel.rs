@@ -103,6 +103,7 @@ impl Sentinel {
             ),
             masters: vec![master.addr],
             replicas: None,
+            replicas_of: Vec::new(),
         })
     }
 

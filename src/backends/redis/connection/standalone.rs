@@ -49,6 +49,7 @@ impl Standalone {
         Topology {
             masters: vec![self.endpoint.clone()],
             replicas: None,
+            replicas_of: Vec::new(),
             summary: format!("standalone {}", self.endpoint),
         }
     }

@@ -1,0 +1,342 @@
+//! The census of probed targets (a module's `census` table): each target's
+//! last complete pass in its `/probe` answer, nothing of it on `/metrics`,
+//! and the census stopped once the target goes unprobed. And the census of
+//! a cluster: every master from the canary, every replica from a module
+//! with `read_from = "replica"`.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::census::{pipe, quantile, CONFIG};
+use crate::helpers::{
+    metric_value, poll, series, spawn_app, spawn_app_with_config, write_file, ChromaServer,
+    RedisServer, TestApp,
+};
+
+/// `/probe?target=&module=`: the body, once the probe has succeeded and its
+/// answer holds `wanted`.
+async fn probe_until(app: &TestApp, target: &str, module: &str, wanted: &str) -> String {
+    let url = app.url(&format!("/probe?target={target}&module={module}"));
+    poll(
+        &format!("{wanted} in the probe of {target}"),
+        Duration::from_secs(30),
+        || async {
+            let body = app.http.get(&url).send().await.ok()?.text().await.ok()?;
+            assert_eq!(series(&body, "probe_success"), 1.0, "{body}");
+            metric_value(&body, wanted).map(|_| body)
+        },
+    )
+    .await
+}
+
+/// `INFO commandstats`' calls of `command` on `redis`.
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A quiet canary (reads only) with no census of its own; a census in the
+/// `redis` and `chroma` modules, none in `plain`.
+const MODULES: &str = "[workload]\nrate = 1.0\n[workload.mix]\nget_chat_history = 1\n\
+    store_chat_entry = 0\nquery_similar_memories = 0\nstore_memory = 0\n\
+    [census]\ninterval = \"0s\"\n\
+    [probe]\npool_idle_timeout = \"3s\"\n\
+    [probe.modules.redis]\nprober = \"redis\"\nallowed_targets = [\"127.0.0.1/32\"]\n\
+    [probe.modules.redis.census]\ninterval = \"1s\"\n\
+    [probe.modules.redis.census.redis]\nmax_keys_per_second = 0\n\
+    [[probe.modules.redis.census.redis.groups]]\nname = \"chat\"\npattern = \"message_store:*\"\n\
+    [[probe.modules.redis.census.redis.groups]]\nname = \"probe\"\npattern = \"llmcache:*\"\n\
+    [probe.modules.plain]\nprober = \"redis\"\nallowed_targets = [\"127.0.0.1/32\"]\n\
+    [probe.modules.chroma]\nprober = \"chroma\"\nallowed_targets = [\"127.0.0.1/32\"]\n\
+    [probe.modules.chroma.census]\ninterval = \"1s\"\n\
+    [probe.modules.chroma.census.chroma]\ntop_collections = 2\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_probed_target_gets_its_own_census_in_its_probe() {
+    let canary = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let (a, b) = (RedisServer::start(), RedisServer::start());
+    // A: 120 histories of 1 to 40 messages, every fourth without a TTL, and
+    // 7 other keys; B: 15 histories of 3 messages.
+    let mut commands = String::new();
+    let mut lengths = Vec::new();
+    for i in 0..120u64 {
+        let length = i % 40 + 1;
+        commands.push_str(&format!("RPUSH message_store:{i}"));
+        for m in 0..length {
+            commands.push_str(&format!(" m{m}"));
+        }
+        commands.push('\n');
+        if i % 4 != 0 {
+            commands.push_str(&format!("EXPIRE message_store:{i} 3600\n"));
+        }
+        lengths.push(length);
+    }
+    for i in 0..7 {
+        commands.push_str(&format!("SET misc:{i} v\n"));
+    }
+    pipe(&a, &commands);
+    let commands: String = (0..15)
+        .map(|i| format!("RPUSH message_store:b{i} x y z\n"))
+        .collect();
+    pipe(&b, &commands);
+    // Three collections of 3, 5 and 9 records in the target Chroma.
+    let http = reqwest::Client::new();
+    for n in [3u64, 5, 9] {
+        let created: serde_json::Value = http
+            .post(chroma.collections_url())
+            .json(&serde_json::json!({"name": format!("app_memories_{n}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+        let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+        let embeddings: Vec<[f32; 2]> = (0..n).map(|i| [i as f32, 1.0]).collect();
+        http.post(format!("{}/{id}/add", chroma.collections_url()))
+            .json(&serde_json::json!({"ids": ids, "embeddings": embeddings}))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+    let (app, _dir) = spawn_app_with_config(&canary, &chroma, MODULES).await;
+    let target_a = format!("127.0.0.1:{}", a.port);
+    let target_b = format!("127.0.0.1:{}", b.port);
+    let chat = r#"llmcache_census_redis_keys{group="chat"}"#;
+
+    let body = probe_until(&app, &target_a, "redis", chat).await;
+    assert_eq!(series(&body, chat), 120.0);
+    assert_eq!(
+        series(
+            &body,
+            r#"llmcache_census_redis_keys_without_ttl{group="chat"}"#
+        ),
+        30.0
+    );
+    assert_eq!(
+        series(&body, r#"llmcache_census_redis_keys{group="other"}"#),
+        7.0
+    );
+    // The probe's own key (under llmcache:), once the first probe wrote it.
+    assert!(series(&body, r#"llmcache_census_redis_keys{group="probe"}"#) <= 1.0);
+    for (q, label) in [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")] {
+        assert_eq!(
+            series(
+                &body,
+                &format!(r#"llmcache_census_redis_length{{group="chat",quantile="{label}"}}"#)
+            ),
+            quantile(&mut lengths.clone(), q) as f64,
+            "quantile {label}"
+        );
+    }
+    assert!(metric_value(
+        &body,
+        r#"llmcache_census_last_success_timestamp_seconds{store="redis"}"#
+    )
+    .is_some());
+    assert!(series(&body, "llmcache_census_keys_scanned_total") >= 127.0);
+    assert_eq!(
+        metric_value(
+            &body,
+            r#"llmcache_census_pass_duration_seconds{store="chroma"}"#
+        ),
+        None,
+        "a redis module counts no Chroma"
+    );
+
+    // B has a census of its own.
+    let body = probe_until(&app, &target_b, "redis", chat).await;
+    assert_eq!(series(&body, chat), 15.0);
+    assert_eq!(
+        series(
+            &body,
+            r#"llmcache_census_redis_length{group="chat",quantile="1"}"#
+        ),
+        3.0
+    );
+
+    // A's next passes see what was added; the probe returns a complete one.
+    pipe(
+        &a,
+        "RPUSH message_store:new a\nRPUSH message_store:new2 a\n",
+    );
+    let body = poll(
+        "A's census of 122 histories",
+        Duration::from_secs(30),
+        || async {
+            let body = probe_until(&app, &target_a, "redis", chat).await;
+            (series(&body, chat) == 122.0).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(
+        series(&body, r#"llmcache_census_redis_keys{group="other"}"#),
+        7.0
+    );
+
+    // Chroma: the two largest by name, the probe's own collection, the rest
+    // as other.
+    let chroma_target = format!("127.0.0.1:{}", chroma.port);
+    let records = |c: &str| format!(r#"llmcache_census_chroma_records{{collection="{c}"}}"#);
+    let body = probe_until(&app, &chroma_target, "chroma", &records("app_memories_9")).await;
+    assert_eq!(series(&body, &records("app_memories_9")), 9.0);
+    assert_eq!(series(&body, &records("app_memories_5")), 5.0);
+    assert_eq!(metric_value(&body, &records("app_memories_3")), None);
+    assert!(metric_value(&body, &records("llmcache_probe_fleet")).is_some());
+    // app_memories_3 and the canary's own, which it writes nothing to.
+    let collections = series(&body, "llmcache_census_chroma_collections");
+    assert!(collections >= 4.0, "{collections}");
+    assert_eq!(series(&body, &records("other")), 3.0);
+
+    // A module without a census adds none; /metrics carries no target's.
+    let plain = app
+        .http
+        .get(app.url(&format!("/probe?target={target_a}&module=plain")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(series(&plain, "probe_success"), 1.0, "{plain}");
+    assert!(!plain.contains("llmcache_census_"), "{plain}");
+    let metrics = app.metrics().await;
+    assert!(
+        !metrics.contains("llmcache_census_redis_keys"),
+        "a target's census on /metrics"
+    );
+    // debug=true says where the census stands.
+    let debug = app
+        .http
+        .get(app.url(&format!("/probe?target={target_a}&module=redis&debug=true")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(debug.contains("census: redis: last pass took"), "{debug}");
+
+    // Unprobed for pool_idle_timeout (3 s), A's census stops: SCAN calls
+    // stop growing although no other probe comes to evict it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let before = calls(&a, "scan");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(calls(&a, "scan"), before, "A's census still runs");
+    assert!(before > 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_census_of_a_cluster_counts_every_master_or_every_replica() {
+    let cluster = crate::topologies::Cluster::start();
+    let chroma = ChromaServer::start();
+    let seed = &cluster.nodes[0];
+    // Written through redis-cli -c, which follows MOVED: the keys spread
+    // over the three masters by slot.
+    let mut commands = String::new();
+    let mut lengths = Vec::new();
+    for i in 0..300u64 {
+        let length = i % 20 + 1;
+        commands.push_str(&format!("RPUSH message_store:{i}"));
+        for m in 0..length {
+            commands.push_str(&format!(" m{m}"));
+        }
+        commands.push('\n');
+        lengths.push(length);
+    }
+    for i in 0..100 {
+        commands.push_str(&format!("HSET session:{i} a 1 b 2\n"));
+    }
+    for i in 0..50 {
+        commands.push_str(&format!("SET misc:{i} v\n"));
+    }
+    let mut child = Command::new("redis-cli")
+        .args(["-c", "-p", &seed.port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(commands.as_bytes())
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    // The canary's census reads the masters; the module's, the replicas.
+    let config = format!(
+        "{CONFIG}[redis]\nmode = \"cluster\"\nurl = \"redis://127.0.0.1:{}\"\n\
+         [probe.modules.cluster]\nprober = \"redis\"\nmode = \"cluster\"\n\
+         allowed_targets = [\"127.0.0.1/32\"]\n\
+         [probe.modules.cluster.census]\ninterval = \"1s\"\n\
+         [probe.modules.cluster.census.redis]\nmax_keys_per_second = 0\nread_from = \"replica\"\n\
+         [[probe.modules.cluster.census.redis.groups]]\nname = \"chat\"\npattern = \"message_store:*\"\n\
+         [[probe.modules.cluster.census.redis.groups]]\nname = \"sessions\"\npattern = \"session:*\"\n\
+         [[probe.modules.cluster.census.redis.groups]]\nname = \"probe\"\npattern = \"llmcache:*\"\n",
+        seed.port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "config.toml", &config);
+    let app = spawn_app(&[
+        "--chroma.url".into(),
+        chroma.url(),
+        "--config.file".into(),
+        path,
+    ])
+    .await;
+    let chat = r#"llmcache_census_redis_keys{group="chat"}"#;
+    app.wait_for_metric(chat, 300.0, Duration::from_secs(30))
+        .await;
+    let text = app.metrics().await;
+    let median = r#"llmcache_census_redis_length{group="chat",quantile="0.5"}"#;
+    let sessions = r#"llmcache_census_redis_keys{group="sessions"}"#;
+    let other = r#"llmcache_census_redis_keys{group="other"}"#;
+    assert_eq!(series(&text, sessions), 100.0);
+    assert_eq!(series(&text, other), 50.0);
+    assert_eq!(series(&text, median), quantile(&mut lengths, 0.5) as f64);
+
+    // Through the replicas: the same totals.
+    let target = format!("127.0.0.1:{}", seed.port);
+    let body = poll("the replicas' census", Duration::from_secs(30), || async {
+        let body = probe_until(&app, &target, "cluster", chat).await;
+        (series(&body, chat) == 300.0).then_some(body)
+    })
+    .await;
+    assert_eq!(series(&body, sessions), 100.0);
+    assert_eq!(series(&body, other), 50.0);
+    assert_eq!(series(&body, median), series(&text, median));
+    // Each replica served census reads (nothing else sends a replica SCAN
+    // or TYPE).
+    let replicas: Vec<&RedisServer> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.cli(&["ROLE"]).starts_with("slave"))
+        .collect();
+    assert_eq!(replicas.len(), 3);
+    for replica in replicas {
+        assert!(
+            calls(replica, "scan") > 0,
+            "replica {} not read",
+            replica.port
+        );
+        assert!(
+            calls(replica, "type") > 0,
+            "replica {} not read",
+            replica.port
+        );
+    }
+    app.stop().await;
+}
