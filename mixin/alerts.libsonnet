@@ -289,10 +289,15 @@ local lib = import 'lib.libsonnet';
         c,
         'llm-cache-exporter.census',
         local groups = std.join('|', c.census.ttlRequiredGroups);
+        // The census's series come from the canary's job and, for each
+        // probed target with a census, from the probe jobs: `build(matchers)`
+        // once for each, joined by `or`.
+        local p(extra=[]) = std.join(', ', [c.probeSelector] + extra);
+        local both(build) = '(%s)\nor\n(%s)' % [std.rstripChars(build(m), '\n'), std.rstripChars(build(p), '\n')];
         [
           alert(
             'LLMCacheChatKeysWithoutTTL',
-            'llmcache_census_redis_keys_without_ttl{%s} > 0' % m(['group=~"%s"' % groups]),
+            both(function(m) 'llmcache_census_redis_keys_without_ttl{%s} > 0' % m(['group=~"%s"' % groups])),
             c.census['for'],
             'warning',
             {},
@@ -302,7 +307,7 @@ local lib = import 'lib.libsonnet';
           ),
           alert(
             'LLMCacheChatHistoryUnbounded',
-            'llmcache_census_redis_length{%s} > %d' % [m(['quantile="1"']), c.census.maxListLength],
+            both(function(m) 'llmcache_census_redis_length{%s} > %d' % [m(['quantile="1"']), c.census.maxListLength]),
             c.census['for'],
             'warning',
             {},
@@ -312,7 +317,7 @@ local lib = import 'lib.libsonnet';
           ),
           alert(
             'LLMCacheVectorCollectionGrowing',
-            |||
+            both(function(m) |||
               predict_linear(llmcache_census_chroma_records{%(m)s}[%(window)s], %(horizon)d) > %(max)d
               and llmcache_census_chroma_records{%(m)s} <= %(max)d
             ||| % {
@@ -320,7 +325,7 @@ local lib = import 'lib.libsonnet';
               window: c.census.growthWindow,
               horizon: lib.seconds(c.census.growthHorizon),
               max: c.census.maxCollectionRecords,
-            },
+            }),
             c.census['for'],
             'warning',
             {},
@@ -330,13 +335,13 @@ local lib = import 'lib.libsonnet';
           ),
           alert(
             'LLMCacheCensusStale',
-            |||
+            both(function(m) |||
               time() - llmcache_census_last_success_timestamp_seconds{%(m)s} > 3 * %(interval)d
               or (
                 llmcache_census_pass_duration_seconds{%(m)s}
                 unless on (job, instance, store) llmcache_census_last_success_timestamp_seconds{%(m)s}
               )
-            ||| % { m: m(), interval: lib.seconds(c.census.interval) },
+            ||| % { m: m(), interval: lib.seconds(c.census.interval) }),
             c.census['for'],
             'warning',
             {},
