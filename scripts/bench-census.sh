@@ -10,7 +10,8 @@
 # While each runs, a separate client sends PING every millisecond and times
 # it (redis-cli --latency style). Prints, for each: the pass's time, how many
 # PINGs took over 1 ms, their p99 and the largest, and Redis's CPU for the
-# pass (INFO cpu); and an idle baseline of the same PINGs.
+# pass (INFO cpu, less what the PINGs cost at the idle run's rate per PING);
+# and an idle baseline of the same PINGs.
 #
 #   scripts/bench-census.sh
 #   KEYS=200000 scripts/bench-census.sh
@@ -87,10 +88,17 @@ print(f"{name:<34}{seconds:>10}{len(rtts):>8}{slow:>8}{p99:>9.2f}ms{rtts[-1] * 1
 PY
 }
 
+# Redis CPU between BEFORE and AFTER, net of the PINGs of run NAME (at what
+# one PING costs idle): net BEFORE AFTER NAME.
+pings() { python3 -c "import sys; print(len(open(sys.argv[1]).read().split()))" "$WORK/$1.lat"; }
+net() { python3 -c "print(round($2 - $1 - $PING_CPU * $(pings "$3"), 2))"; }
+
 printf '%-34s%10s%8s%8s%11s%11s%10s\n' "run" "pass (s)" "PINGs" ">1 ms" "p99" "max" "CPU (s)"
 rm -f "$WORK/stop"
+before="$(cpu)"
 latency 5 idle
 wait "$LAT_PID"
+PING_CPU="$(python3 -c "print(($(cpu) - $before) / $(pings idle))")"
 summary "idle (no pass)" idle "-" "-"
 
 # redis_exporter --check-key-groups: one scrape runs its whole pass.
@@ -111,7 +119,7 @@ after="$(cpu)"
 touch "$WORK/stop"
 wait "$LAT_PID"
 grep -c '^redis_key_group_count' "$WORK/rex.txt" >/dev/null || { echo "redis_exporter reported no key groups" >&2; exit 1; }
-summary "redis_exporter --check-key-groups" rex "$(printf '%.2f' "$took")" "$(python3 -c "print(round($after - $before, 2))")"
+summary "redis_exporter --check-key-groups" rex "$(printf '%.2f' "$took")" "$(net "$before" "$after" rex)"
 kill "$REX_PID"
 
 # Ours: one pass, then read its duration.
@@ -127,7 +135,8 @@ census() {
   latency 3600 "$name"
   before="$(cpu)"
   "$BIN" --config.file "$WORK/$name.toml" --web.listen-address "127.0.0.1:$web" \
-    --redis.url "redis://127.0.0.1:$PORT" --chroma.url "http://127.0.0.1:$(free_port)" --log.level error &
+    --redis.url "redis://127.0.0.1:$PORT" --chroma.url "http://127.0.0.1:$(free_port)" --log.level error \
+    2>"$WORK/$name.log" &
   local pid=$!
   PIDS+=("$pid")
   wait_port "$web" llm-cache-exporter
@@ -141,7 +150,7 @@ census() {
   wait "$LAT_PID"
   curl -s "http://127.0.0.1:$web/metrics" | grep '^llmcache_census_redis_keys{' >"$WORK/$name.keys"
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  summary "$name" "$name" "$(printf '%.2f' "$seconds")" "$(python3 -c "print(round($after - $before, 2))")"
+  summary "$name" "$name" "$(printf '%.2f' "$seconds")" "$(net "$before" "$after" "$name")"
 }
 census "census, no budget" 0
 census "census, default budget of 5000 per s" 5000
