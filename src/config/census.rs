@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::de::Error as _;
+use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smart_default::SmartDefault;
 
@@ -126,4 +126,69 @@ pub(crate) struct ChromaCensus {
     #[default(20)]
     #[serde(deserialize_with = "int::<_, _, 0, 1000>")]
     pub(crate) top_collections: usize,
+}
+
+/// A probe module's `census`: `true` takes `[census]`'s settings, `false`
+/// (the default) is none, and a table has the module's own (the keys of
+/// `[census]`). Loading the configuration resolves `true` into the table
+/// ([`super::Config::check`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum ModuleCensus {
+    #[default]
+    Off,
+    Shared,
+    Own(CensusConfig),
+}
+
+impl ModuleCensus {
+    /// The settings, once resolved; `None` for no census.
+    pub(crate) fn config(&self) -> Option<&CensusConfig> {
+        match self {
+            Self::Own(config) => Some(config),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_off(&self) -> bool {
+        *self == Self::Off
+    }
+}
+
+impl Serialize for ModuleCensus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Off => false.serialize(serializer),
+            Self::Shared => true.serialize(serializer),
+            Self::Own(config) => config.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ModuleCensus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> Visitor<'de> for Either {
+            type Value = ModuleCensus;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "true ([census]'s settings), false, or a table with the keys of [census]",
+                )
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<ModuleCensus, E> {
+                Ok(if on {
+                    ModuleCensus::Shared
+                } else {
+                    ModuleCensus::Off
+                })
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModuleCensus, A::Error> {
+                CensusConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ModuleCensus::Own)
+            }
+        }
+        d.deserialize_any(Either)
+    }
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use super::census::ReadFrom;
 use super::{
-    CensusConfig, Config, ConfigError, EmbeddingsProvider, ModuleConfig, ProberKind, RedisMode,
+    CensusConfig, Config, ConfigError, EmbeddingsProvider, ModuleCensus, ModuleConfig, ProberKind,
+    RedisMode,
 };
 
 /// Why `read_from = "replica"` is refused outside cluster mode.
@@ -71,13 +72,58 @@ impl Config {
         if let Some((_, key, message)) = refused {
             return Err(ConfigError::invalid(key, message));
         }
-        if self.census.redis.read_from == ReadFrom::Replica && mode != RedisMode::Cluster {
+        // Without the canary, [census] is only what `census = true` in a module
+        // takes, checked there.
+        let replica = self.census.redis.read_from == ReadFrom::Replica;
+        if self.canary.enabled && replica && mode != RedisMode::Cluster {
             return Err(ConfigError::invalid(
                 blame("census.redis.read_from"),
                 REPLICA_NEEDS_CLUSTER,
             ));
         }
+        self.share_census(&blame)?;
         self.check_modules(&blame)
+    }
+
+    /// `census = true` in a module: `[census]`'s settings, for the module's
+    /// store only.
+    fn share_census(&mut self, blame: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        let shared = &self.census;
+        for (name, module) in &mut self.probe.modules {
+            // An app module's (or one without a prober) is refused below.
+            let store = matches!(module.prober, Some(ProberKind::Redis | ProberKind::Chroma));
+            if module.census != ModuleCensus::Shared || !store {
+                continue;
+            }
+            let key = blame(&format!("probe.modules.{name}.census"));
+            if shared.interval.is_zero() {
+                return Err(ConfigError::invalid(
+                    key,
+                    "true takes [census]'s settings, and census.interval is 0s (off): \
+                     give the module a census table with an interval of its own",
+                ));
+            }
+            let defaults = CensusConfig::default();
+            let mut own = shared.clone();
+            if module.prober == Some(ProberKind::Redis) {
+                own.chroma = defaults.chroma;
+            } else {
+                own.redis = defaults.redis;
+            }
+            let replica = own.redis.read_from == ReadFrom::Replica;
+            if module.prober == Some(ProberKind::Redis)
+                && replica
+                && module.mode != RedisMode::Cluster
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    "true takes [census]'s settings, whose census.redis.read_from = \"replica\" \
+                     needs a module with mode = \"cluster\"",
+                ));
+            }
+            module.census = ModuleCensus::Own(own);
+        }
+        Ok(())
     }
 
     /// Each `[probe.modules.NAME]`: a prober, and only the keys it reads.
@@ -134,7 +180,14 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(census) = &module.census {
+            if module.census == ModuleCensus::Shared {
+                // share_census resolved it in redis and chroma modules.
+                return Err(ConfigError::invalid(
+                    key("census"),
+                    "applies to a redis or chroma module",
+                ));
+            }
+            if let Some(census) = module.census.config() {
                 let census_defaults = CensusConfig::default();
                 let (field, refusal) = match prober {
                     ProberKind::App => ("census", "applies to a redis or chroma module"),

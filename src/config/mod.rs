@@ -30,7 +30,7 @@ use smart_default::SmartDefault;
 use crate::secret::Secret;
 use crate::web_config::{self, WebSettings};
 pub(crate) use cache::{CacheConfig, SimilarityMode};
-pub(crate) use census::{CensusConfig, KeyGroup, ReadFrom, RedisCensus};
+pub(crate) use census::{CensusConfig, KeyGroup, ModuleCensus, ReadFrom, RedisCensus};
 use flags::{blame, CommandLine};
 pub(crate) use probe::{AppFields, CanaryConfig, ModuleConfig, ProbeConfig, ProberKind};
 use values::{

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smart_default::SmartDefault;
 
 use super::values::{any_case, duration, int, key_prefix, readable_file, SecretFile};
-use super::{CensusConfig, RedisMode};
+use super::{ModuleCensus, RedisMode};
 
 /// `[canary]`
 #[derive(Debug, Clone, SmartDefault, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,9 +124,11 @@ pub(crate) struct ModuleConfig {
 
     /// redis and chroma: the census of each probed target, in the
     /// background on `census.interval`; `/probe` returns its last complete
-    /// pass. The keys of `[census]`: a redis module reads `census.redis`, a
-    /// chroma module `census.chroma`.
-    pub(crate) census: Option<CensusConfig>,
+    /// pass. `true` for `[census]`'s settings, or a table with the keys of
+    /// `[census]`: a redis module reads `census.redis`, a chroma module
+    /// `census.chroma`.
+    #[serde(skip_serializing_if = "ModuleCensus::is_off")]
+    pub(crate) census: ModuleCensus,
 
     /// app: the health document's path, for a `host:port` target.
     #[default("/health".to_owned())]

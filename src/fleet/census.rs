@@ -60,7 +60,7 @@ impl Censuses {
     /// not running (or ran with another login), and adds its last complete
     /// pass to `report`.
     pub(super) fn report(&self, probe: &Probe<'_>, report: &mut Report) {
-        let Some(config) = probe.module.census.as_ref() else {
+        let Some(config) = probe.module.census.config() else {
             return;
         };
         if config.interval.is_zero() {

@@ -260,6 +260,10 @@ fn bad_file_values_exit_2_naming_the_key() {
         ("[probe.modules.r]\nprober = \"redis\"\n[probe.modules.r.census.chroma]\ntop_collections = 3\n", "probe.modules.r.census.chroma"),
         ("[probe.modules.c]\nprober = \"chroma\"\n[probe.modules.c.census.redis]\nmax_keys_per_second = 3\n", "probe.modules.c.census.redis"),
         ("[probe.modules.r]\nprober = \"redis\"\n[probe.modules.r.census.redis]\nread_from = \"replica\"\n", "probe.modules.r.census.redis.read_from"),
+        ("[census]\ninterval = \"0s\"\n[probe.modules.r]\nprober = \"redis\"\ncensus = true\n", "probe.modules.r.census"),
+        ("[probe.modules.a]\nprober = \"app\"\ncensus = true\n", "probe.modules.a.census"),
+        ("[census.redis]\nread_from = \"replica\"\n[canary]\nenabled = false\n[probe.modules.r]\nprober = \"redis\"\ncensus = true\n", "probe.modules.r.census"),
+        ("[probe.modules.r]\nprober = \"redis\"\ncensus = \"yes\"\n", "probe.modules.r.census"),
         ("[redis\n", "--config.file"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
@@ -389,6 +393,58 @@ fn logfmt_is_the_default_format() {
             && line.contains("message=listening"),
         "{line}"
     );
+}
+
+#[test]
+fn census_true_in_a_module_takes_the_census_table_for_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[canary]\nenabled = false\n[census]\ninterval = \"7m\"\n\
+         [census.redis]\nmax_keys_per_second = 900\nread_from = \"replica\"\n\
+         [[census.redis.groups]]\nname = \"chat\"\npattern = \"message_store:*\"\n\
+         [census.chroma]\ntop_collections = 3\n\
+         [probe.modules.r]\nprober = \"redis\"\nmode = \"cluster\"\ncensus = true\n\
+         [probe.modules.c]\nprober = \"chroma\"\ncensus = true\n\
+         [probe.modules.off]\nprober = \"redis\"\ncensus = false\n",
+    )
+    .unwrap();
+    let out = run(
+        &["--check-config", "--config.file", path.to_str().unwrap()],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: toml::Table = stdout.parse().unwrap();
+    let modules = &parsed["probe"]["modules"];
+    let redis = &modules["r"]["census"];
+    assert_eq!(redis["interval"].as_str(), Some("7m"));
+    assert_eq!(
+        redis["redis"]["max_keys_per_second"].as_integer(),
+        Some(900)
+    );
+    assert_eq!(redis["redis"]["read_from"].as_str(), Some("replica"));
+    assert_eq!(
+        redis["redis"]["groups"][0]["pattern"].as_str(),
+        Some("message_store:*")
+    );
+    assert_eq!(
+        redis["chroma"]["top_collections"].as_integer(),
+        Some(20),
+        "only its store's"
+    );
+    let chroma = &modules["c"]["census"];
+    assert_eq!(chroma["chroma"]["top_collections"].as_integer(), Some(3));
+    assert_eq!(
+        chroma["redis"]["max_keys_per_second"].as_integer(),
+        Some(5000)
+    );
+    assert!(modules["off"].get("census").is_none(), "{stdout}");
 }
 
 #[test]

@@ -85,12 +85,12 @@ async fn prometheus_probes_a_fleet_through_the_shipped_scrape_configs() {
         dir.path(),
         "config.toml",
         &format!(
-            "[canary]\nenabled = false\n[probe]\nmax_concurrent = 64\n\
+            "[canary]\nenabled = false\n[census]\ninterval = \"2s\"\n[probe]\nmax_concurrent = 64\n\
              [probe.modules.redis]\nprober = \"redis\"\nallowed_targets = [\"127.0.0.1/32\"]\n\
              credentials_file = \"{credentials}\"\ntls_ca_file = \"{}\"\nround_trips = 2\n\
-             [probe.modules.redis.census]\ninterval = \"2s\"\n\
+             census = true\n\
              [probe.modules.chroma]\nprober = \"chroma\"\nallowed_targets = [\"127.0.0.1/32\"]\n\
-             [probe.modules.chroma.census]\ninterval = \"2s\"\n\
+             census = true\n\
              [probe.modules.app]\nprober = \"app\"\nallowed_targets = [\"127.0.0.1/32\"]\n",
             pki.trusted.ca.display()
         ),
