@@ -18,6 +18,7 @@ mod series;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::chroma::ChromaClient;
@@ -50,6 +51,8 @@ pub(crate) struct Census {
     metrics: CensusMetrics,
     /// What is counted, for log lines: empty for the canary's own stores.
     subject: String,
+    /// Shared with other censuses: a pass holds one permit while it runs.
+    permits: Option<Arc<Semaphore>>,
 }
 
 impl Census {
@@ -94,7 +97,14 @@ impl Census {
             chroma,
             metrics,
             subject,
+            permits: None,
         }
+    }
+
+    /// Runs each pass only while it holds one of `permits`.
+    pub(crate) fn taking_turns(mut self, permits: Arc<Semaphore>) -> Self {
+        self.permits = Some(permits);
+        self
     }
 
     /// A pass now, then one every `interval`, until `cancel`; a pass is
@@ -114,8 +124,13 @@ impl Census {
         }
     }
 
-    /// One pass of each store; each publishes when it ends.
+    /// One pass of each store, once it holds a permit (if it shares
+    /// them); each publishes when it ends, timed from its own start.
     async fn pass(&self) {
+        let _turn = match &self.permits {
+            Some(permits) => Some(permits.clone().acquire_owned().await),
+            None => None,
+        };
         let metrics = &self.metrics;
         if let Some(store) = &self.redis {
             let start = Instant::now();

@@ -39,10 +39,17 @@ pub(crate) struct ProbeConfig {
     #[default(1000)]
     #[serde(deserialize_with = "int::<_, _, 1, 1_000_000>")]
     pub(crate) max_pooled_targets: u64,
-    /// A pooled client unused this long is closed.
+    /// A pooled client unused this long is closed (and a target's census
+    /// stopped).
     #[default(Duration::from_secs(300))]
     #[serde(with = "duration")]
     pub(crate) pool_idle_timeout: Duration,
+    /// Census passes of probed targets running at once; the others wait
+    /// their turn, so a fleet's censuses cannot take the exporter's CPU
+    /// from its probes.
+    #[default(4)]
+    #[serde(deserialize_with = "int::<_, _, 1, 1024>")]
+    pub(crate) max_concurrent_censuses: usize,
     pub(crate) modules: BTreeMap<String, ModuleConfig>,
 }
 

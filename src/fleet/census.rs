@@ -4,7 +4,9 @@
 //! target's last complete pass to its answer; it never waits for a pass.
 //!
 //! One census per (module, target), with its own client (a census batch
-//! never queues behind the probe's requests, nor they behind it). A new
+//! never queues behind the probe's requests, nor they behind it); at most
+//! `probe.max_concurrent_censuses` passes run at once, the others waiting
+//! their turn, so a fleet's censuses cannot starve the probes of CPU. A new
 //! login from the credentials file restarts it; a target unprobed for
 //! `probe.pool_idle_timeout` stops it (by a timer of its own, so it stops
 //! even when no other probe comes), as does being pushed out by
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -32,6 +35,8 @@ use crate::config::{CensusConfig, ProberKind};
 pub(crate) struct Censuses {
     running: Cache<(String, String), Arc<Running>>,
     idle: Duration,
+    /// `probe.max_concurrent_censuses`: passes running at once.
+    turns: Arc<Semaphore>,
 }
 
 /// A census task: what it publishes, when it was last asked for, and its
@@ -45,7 +50,7 @@ struct Running {
 }
 
 impl Censuses {
-    pub(crate) fn new(capacity: u64, idle: Duration) -> Self {
+    pub(crate) fn new(capacity: u64, idle: Duration, at_once: usize) -> Self {
         Self {
             running: Cache::builder()
                 .max_capacity(capacity)
@@ -53,6 +58,7 @@ impl Censuses {
                 .eviction_policy(EvictionPolicy::lru())
                 .build(),
             idle,
+            turns: Arc::new(Semaphore::new(at_once)),
         }
     }
 
@@ -77,7 +83,7 @@ impl Censuses {
             None => {
                 let metrics = CensusMetrics::default();
                 let census = match build(probe, config, metrics.clone()) {
-                    Ok(census) => census,
+                    Ok(census) => census.taking_turns(self.turns.clone()),
                     Err(err) => {
                         report.log(format!("census: cannot set up a client: {err}"));
                         return;

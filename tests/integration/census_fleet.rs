@@ -340,3 +340,83 @@ async fn a_census_of_a_cluster_counts_every_master_or_every_replica() {
     }
     app.stop().await;
 }
+
+/// `(start, end)` in seconds of the day of every pass a census log line
+/// reports done for `store` ("Redis"): its `ts`, less its `seconds`.
+fn passes(logs: &str, store: &str) -> Vec<(f64, f64)> {
+    let field = |line: &str, name: &str| -> Option<String> {
+        let rest = line.split(&format!(" {name}=")).nth(1)?;
+        Some(rest.split(' ').next()?.trim_matches('"').to_owned())
+    };
+    let mut passes: Vec<(f64, f64)> = logs
+        .lines()
+        .filter(|l| l.contains(&format!("census of {store} of target")) && l.contains(" done"))
+        .filter_map(|line| {
+            let ts = line.strip_prefix("ts=")?.split(' ').next()?;
+            let time = ts.split('T').nth(1)?.trim_end_matches('Z');
+            let mut hms = time.split(':').map(|p| p.parse::<f64>().ok());
+            let end = hms.next()?? * 3600.0 + hms.next()?? * 60.0 + hms.next()??;
+            let seconds: f64 = field(line, "seconds")?.parse().ok()?;
+            Some((end - seconds, end))
+        })
+        .collect();
+    passes.sort_by(|a, b| a.0.total_cmp(&b.0));
+    passes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_passes_of_many_targets_take_turns() {
+    let canary = RedisServer::start();
+    let chroma = ChromaServer::start();
+    let targets: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let commands: String = (0..1500).map(|i| format!("SET k:{i} v\n")).collect();
+    for target in &targets {
+        pipe(target, &commands);
+    }
+    // 1,500 keys at 3,000 a second: half a second a pass, one at a time.
+    let config = "[workload]\nrate = 1.0\n[census]\ninterval = \"0s\"\n\
+        [probe]\nmax_concurrent_censuses = 1\n\
+        [probe.modules.redis]\nprober = \"redis\"\nallowed_targets = [\"127.0.0.1/32\"]\n\
+        [probe.modules.redis.census]\ninterval = \"1s\"\n\
+        [probe.modules.redis.census.redis]\nmax_keys_per_second = 3000\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "config.toml", config);
+    let daemon = crate::helpers::Daemon::start(
+        &[
+            "--config.file".into(),
+            path,
+            "--redis.url".into(),
+            canary.url(),
+            "--chroma.url".into(),
+            chroma.url(),
+        ],
+        dir.path(),
+    );
+    poll("the daemon", Duration::from_secs(30), || daemon.try_get("/metrics")).await;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        for target in &targets {
+            daemon
+                .get(&format!(
+                    "/probe?target=127.0.0.1:{}&module=redis",
+                    target.port
+                ))
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let logs = daemon.stop();
+    let passes = passes(&logs, "Redis");
+    assert!(passes.len() >= 6, "{} passes:\n{logs}", passes.len());
+    for pair in passes.windows(2) {
+        let ((_, end), (start, _)) = (pair[0], pair[1]);
+        assert!(
+            start >= end - 0.02,
+            "two passes overlapped ({pair:?}):\n{logs}"
+        );
+    }
+    // Each took about half a second: the budget, not the wait for a turn.
+    for (start, end) in &passes {
+        assert!((0.3..1.5).contains(&(end - start)), "{passes:?}");
+    }
+}
