@@ -36,7 +36,8 @@ pub(crate) struct RedisCensus {
     #[default(1.0)]
     #[serde(deserialize_with = "float::<_, 0, 1, true>")]
     pub(crate) memory_sample: f64,
-    /// Where to read: the masters, or (in cluster mode) their replicas.
+    /// Where to read: the masters, or their replicas (cluster and sentinel
+    /// modes).
     #[serde(deserialize_with = "any_case")]
     pub(crate) read_from: ReadFrom,
 }

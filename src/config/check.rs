@@ -11,10 +11,10 @@ use super::{
     RedisMode,
 };
 
-/// Why `read_from = "replica"` is refused outside cluster mode.
-const REPLICA_NEEDS_CLUSTER: &str =
-    "\"replica\" reads each cluster master's replicas, which CLUSTER NODES names; \
-     it needs mode = \"cluster\" (a standalone node's or a sentinel's replicas are not read yet)";
+/// Why `read_from = "replica"` is refused for a standalone node.
+const REPLICAS_UNNAMED: &str = "\"replica\" reads each cluster master's replicas (CLUSTER NODES names them) \
+     or, in sentinel mode, a replica the sentinels name; nothing names a standalone node's replicas, \
+     so it needs mode = \"cluster\" (or, for [redis], \"sentinel\")";
 
 impl Config {
     /// The checks that span fields, and the values derived from several.
@@ -75,10 +75,10 @@ impl Config {
         // Without the canary, [census] is only what `census = true` in a module
         // takes, checked there.
         let replica = self.census.redis.read_from == ReadFrom::Replica;
-        if self.canary.enabled && replica && mode != RedisMode::Cluster {
+        if self.canary.enabled && replica && mode == RedisMode::Standalone {
             return Err(ConfigError::invalid(
                 blame("census.redis.read_from"),
-                REPLICA_NEEDS_CLUSTER,
+                REPLICAS_UNNAMED,
             ));
         }
         self.share_census(&blame)?;
@@ -203,7 +203,7 @@ impl Config {
                         if census.redis.read_from == ReadFrom::Replica
                             && module.mode != RedisMode::Cluster =>
                     {
-                        ("census.redis.read_from", REPLICA_NEEDS_CLUSTER)
+                        ("census.redis.read_from", REPLICAS_UNNAMED)
                     }
                     _ => ("", ""),
                 };

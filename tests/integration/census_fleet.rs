@@ -1,8 +1,9 @@
 //! The census of probed targets (a module's `census` table): each target's
 //! last complete pass in its `/probe` answer, nothing of it on `/metrics`,
-//! and the census stopped once the target goes unprobed. And the census of
-//! a cluster: every master from the canary, every replica from a module
-//! with `read_from = "replica"`.
+//! and the census stopped once the target goes unprobed. And the census
+//! where replicas are named: a cluster (every master from the canary, every
+//! replica from a module with `read_from = "replica"`), and a replica the
+//! sentinels name.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -392,7 +393,10 @@ async fn the_passes_of_many_targets_take_turns() {
         ],
         dir.path(),
     );
-    poll("the daemon", Duration::from_secs(30), || daemon.try_get("/metrics")).await;
+    poll("the daemon", Duration::from_secs(30), || {
+        daemon.try_get("/metrics")
+    })
+    .await;
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(6) {
         for target in &targets {
@@ -419,4 +423,93 @@ async fn the_passes_of_many_targets_take_turns() {
     for (start, end) in &passes {
         assert!((0.3..1.5).contains(&(end - start)), "{passes:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_sentinel_mode_the_census_reads_a_replica_the_sentinels_name() {
+    let master = RedisServer::start();
+    let mut replica = RedisServer::start();
+    replica.cli(&["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
+    let commands: String = (0..200)
+        .map(|i| format!("RPUSH message_store:{i} a b c\n"))
+        .collect();
+    pipe(&master, &commands);
+    poll("the replica's copy", Duration::from_secs(15), || async {
+        (replica.cli(&["DBSIZE"]).trim() == "200").then_some(())
+    })
+    .await;
+    let sentinel = crate::topologies::SentinelProcess::start(master.port);
+    let sentinel_cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &sentinel.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    poll(
+        "the sentinel to know the replica",
+        Duration::from_secs(20),
+        || async {
+            sentinel_cli(&["SENTINEL", "REPLICAS", "mymaster"])
+                .contains(&replica.port.to_string())
+                .then_some(())
+        },
+    )
+    .await;
+    let chroma = ChromaServer::start();
+    let config = format!(
+        "[workload]\nrate = 1.0\n[workload.mix]\nget_chat_history = 1\nstore_chat_entry = 0\n\
+         query_similar_memories = 0\nstore_memory = 0\n\
+         [redis]\nmode = \"sentinel\"\nsentinel_master = \"mymaster\"\nurl = \"redis://127.0.0.1:{}\"\n\
+         [census]\ninterval = \"2s\"\n[census.redis]\nmax_keys_per_second = 0\nread_from = \"replica\"\n\
+         [[census.redis.groups]]\nname = \"chat\"\npattern = \"message_store:*\"\n",
+        sentinel.port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "config.toml", &config);
+    let app = spawn_app(&[
+        "--chroma.url".into(),
+        chroma.url(),
+        "--config.file".into(),
+        path,
+    ])
+    .await;
+    let chat = r#"llmcache_census_redis_keys{group="chat"}"#;
+    app.wait_for_metric(chat, 200.0, Duration::from_secs(30))
+        .await;
+    let text = app.metrics().await;
+    assert_eq!(
+        series(
+            &text,
+            r#"llmcache_census_redis_length{group="chat",quantile="1"}"#
+        ),
+        3.0
+    );
+    // The replica served the census; the master (which the canary reads
+    // from) saw none of it.
+    assert!(calls(&replica, "scan") > 0 && calls(&replica, "type") > 0);
+    assert_eq!(calls(&master, "scan"), 0);
+    assert_eq!(calls(&master, "type"), 0);
+    assert!(calls(&master, "lrange") > 0, "the canary reads the master");
+    // The replica gone, the sentinels name none: the census reads the master.
+    replica.kill();
+    let text = poll(
+        "a census of the master",
+        Duration::from_secs(30),
+        || async {
+            (calls(&master, "scan") > 0).then_some(())?;
+            let text = app.metrics().await;
+            (series(&text, chat) == 200.0).then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(
+        series(
+            &text,
+            r#"llmcache_census_redis_keys_without_ttl{group="chat"}"#
+        ),
+        200.0
+    );
+    app.stop().await;
 }

@@ -394,14 +394,14 @@ async fn cluster_mode_against_a_plain_node_says_so() {
 // ---------------------------------------------------------------- Sentinel
 
 /// A `redis-sentinel` process watching `mymaster`.
-struct SentinelProcess {
+pub(crate) struct SentinelProcess {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: TempDir,
 }
 
 impl SentinelProcess {
-    fn start(master: u16) -> Self {
+    pub(crate) fn start(master: u16) -> Self {
         let binary = require("redis-sentinel", "apt-get install -y redis-sentinel");
         let dir = TempDir::new().unwrap();
         let port = free_port();

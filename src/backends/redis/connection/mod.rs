@@ -56,7 +56,8 @@ impl Nodes {
     /// sentinel master or cluster slot owner counts into `changes`. A
     /// broken connection is retried `reconnects` times within a request.
     /// With `replicas`, a cluster's connections to its replicas are
-    /// `READONLY`, so requests sent to a replica by address are served there.
+    /// `READONLY`, so requests sent to a replica by address are served
+    /// there, and a sentinel client talks to a replica the sentinels name.
     pub(super) fn new(
         config: &RedisConfig,
         changes: Counter,
@@ -76,9 +77,9 @@ impl Nodes {
         Ok(Self(match config.mode {
             RedisMode::Standalone => Mode::Standalone(Standalone::new(&settings, manager)?),
             RedisMode::Cluster => Mode::Cluster(Cluster::new(&settings, changes, replicas)?),
-            RedisMode::Sentinel => {
-                Mode::Sentinel(Box::new(Sentinel::new(&settings, manager, changes)?))
-            }
+            RedisMode::Sentinel => Mode::Sentinel(Box::new(Sentinel::new(
+                &settings, manager, changes, replicas,
+            )?)),
         }))
     }
 
