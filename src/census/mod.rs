@@ -8,8 +8,9 @@
 //! series as they were.
 //!
 //! The canary counts its own Redis and Chroma ([`Census::new`]); a fleet
-//! module with a `census` table counts each target it probes, one store
-//! per target ([`Census::of`]).
+//! module with a census counts each target it probes, one store per
+//! target ([`Census::of`]), its passes taking turns with other targets'
+//! ([`Census::taking_turns`]).
 
 mod chroma;
 mod redis;

@@ -52,9 +52,10 @@ impl RedisClient {
         Self::with_reconnects(config, Counter::default(), 0, false)
     }
 
-    /// As [`Self::for_probe`], for the census: reading from a cluster's
-    /// replicas when `read_from` says so (the census picks the node of each
-    /// request from [`Topology::replicas_of`]).
+    /// As [`Self::for_probe`], for the census: reading replicas when
+    /// `read_from` says so (in a cluster, the census picks the node of each
+    /// request from [`Topology::replicas_of`]; in sentinel mode, every
+    /// request goes to a replica the sentinels name).
     pub(crate) fn for_census(
         config: &RedisConfig,
         read_from: ReadFrom,
