@@ -180,41 +180,47 @@ impl Config {
                     ),
                 ));
             }
-            if module.census == ModuleCensus::Shared {
-                // share_census resolved it in redis and chroma modules.
-                return Err(ConfigError::invalid(
-                    key("census"),
-                    "applies to a redis or chroma module",
-                ));
-            }
-            if let Some(census) = module.census.config() {
-                let census_defaults = CensusConfig::default();
-                let (field, refusal) = match prober {
-                    ProberKind::App => ("census", "applies to a redis or chroma module"),
-                    ProberKind::Redis if census.chroma != census_defaults.chroma => (
-                        "census.chroma",
-                        "applies to a chroma module; this one's prober is redis",
-                    ),
-                    ProberKind::Chroma if census.redis != census_defaults.redis => (
-                        "census.redis",
-                        "applies to a redis module; this one's prober is chroma",
-                    ),
-                    ProberKind::Redis
-                        if census.redis.read_from == ReadFrom::Replica
-                            && module.mode != RedisMode::Cluster =>
-                    {
-                        ("census.redis.read_from", REPLICAS_UNNAMED)
-                    }
-                    _ => ("", ""),
-                };
-                if !field.is_empty() {
-                    return Err(ConfigError::invalid(key(field), refusal));
-                }
+            if let Some((field, why)) = census_refusal(prober, module) {
+                return Err(ConfigError::invalid(key(field), why));
             }
             if prober == ProberKind::App && !module.path.starts_with('/') {
                 return Err(ConfigError::invalid(key("path"), "must start with /"));
             }
         }
         Ok(())
+    }
+}
+
+/// Why a module's census is refused, and the key to blame: a census (`true`
+/// or a table) in an app module; the other store's keys; replica reads
+/// from a standalone node.
+fn census_refusal(
+    prober: ProberKind,
+    module: &ModuleConfig,
+) -> Option<(&'static str, &'static str)> {
+    if module.census.is_off() {
+        return None;
+    }
+    let Some(census) = module.census.config() else {
+        // `true`, left unresolved by `share_census` in an app module.
+        return Some(("census", "applies to a redis or chroma module"));
+    };
+    let defaults = CensusConfig::default();
+    match prober {
+        ProberKind::App => Some(("census", "applies to a redis or chroma module")),
+        ProberKind::Redis if census.chroma != defaults.chroma => Some((
+            "census.chroma",
+            "applies to a chroma module; this one's prober is redis",
+        )),
+        ProberKind::Chroma if census.redis != defaults.redis => Some((
+            "census.redis",
+            "applies to a redis module; this one's prober is chroma",
+        )),
+        ProberKind::Redis
+            if census.redis.read_from == ReadFrom::Replica && module.mode != RedisMode::Cluster =>
+        {
+            Some(("census.redis.read_from", REPLICAS_UNNAMED))
+        }
+        _ => None,
     }
 }

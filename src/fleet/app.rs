@@ -237,85 +237,60 @@ struct Field<'a> {
 }
 
 impl Field<'_> {
-    fn get(&mut self, pointer: &str, name: &str) -> Option<&Value> {
-        let value = self.document.pointer(pointer);
-        if value.is_none() {
+    /// The value at `pointer` as `parse` reads it; logs what is missing,
+    /// or what was found where `wanted` was expected.
+    fn read<T>(
+        &mut self,
+        pointer: &str,
+        name: &str,
+        wanted: &str,
+        parse: impl FnOnce(&Value) -> Option<T>,
+    ) -> Option<T> {
+        let Some(value) = self.document.pointer(pointer) else {
             self.report
                 .log(format!("fields.{name}: nothing at {pointer}"));
+            return None;
+        };
+        let parsed = parse(value);
+        if parsed.is_none() {
+            let found: String = value.to_string().chars().take(40).collect();
+            self.report
+                .log(format!("fields.{name}: {pointer} is {found}, not {wanted}"));
         }
-        value
-    }
-
-    fn wrong(&mut self, name: &str, pointer: &str, wanted: &str, value: &Value) {
-        let found: String = value.to_string().chars().take(40).collect();
-        self.report
-            .log(format!("fields.{name}: {pointer} is {found}, not {wanted}"));
+        parsed
     }
 
     fn number(&mut self, pointer: &str, name: &str) -> Option<f64> {
-        let value = self.get(pointer, name)?.clone();
-        match value.as_f64().filter(|n| n.is_finite() && *n >= 0.0) {
-            Some(n) => Some(n),
-            None => {
-                self.wrong(name, pointer, "a number of at least 0", &value);
-                None
-            }
-        }
+        self.read(pointer, name, "a number of at least 0", |v| {
+            v.as_f64().filter(|n| n.is_finite() && *n >= 0.0)
+        })
     }
 
     fn count(&mut self, pointer: &str, name: &str) -> Option<u64> {
-        let value = self.get(pointer, name)?.clone();
-        match value.as_u64() {
-            Some(n) => Some(n),
-            None => {
-                self.wrong(name, pointer, "a whole number of at least 0", &value);
-                None
-            }
-        }
+        self.read(pointer, name, "a whole number of at least 0", Value::as_u64)
     }
 
-    /// "87.5%" (or a bare number of percent) as 0.875.
+    /// "87.5%" as 0.875.
     fn percent(&mut self, pointer: &str, name: &str) -> Option<f64> {
-        let value = self.get(pointer, name)?.clone();
-        let parsed = match &value {
-            Value::String(text) => text
-                .trim()
-                .strip_suffix('%')
-                .and_then(|n| n.trim().parse::<f64>().ok()),
-            _ => None,
-        };
-        match parsed.filter(|p| (0.0..=100.0).contains(p)) {
-            Some(percent) => Some(percent / 100.0),
-            None => {
-                self.wrong(name, pointer, "a percentage such as \"87.5%\"", &value);
-                None
-            }
-        }
+        self.read(pointer, name, "a percentage such as \"87.5%\"", |v| {
+            let text = v.as_str()?.trim().strip_suffix('%')?;
+            let percent = text.trim().parse::<f64>().ok()?;
+            (0.0..=100.0).contains(&percent).then_some(percent / 100.0)
+        })
     }
 
     fn boolean(&mut self, pointer: &str, name: &str) -> Option<bool> {
-        let value = self.get(pointer, name)?.clone();
-        match value.as_bool() {
-            Some(b) => Some(b),
-            None => {
-                self.wrong(name, pointer, "true or false", &value);
-                None
-            }
-        }
+        self.read(pointer, name, "true or false", Value::as_bool)
     }
 
     fn status(&mut self, pointer: &str, name: &str) -> Option<AppStatus> {
-        let value = self.get(pointer, name)?.clone();
-        let status = value.as_str().and_then(|text| {
+        self.read(pointer, name, "healthy, degraded or unhealthy", |v| {
+            let text = v.as_str()?.trim();
             AppStatus::ALL
                 .iter()
                 .copied()
-                .find(|s| s.as_str().eq_ignore_ascii_case(text.trim()))
-        });
-        if status.is_none() {
-            self.wrong(name, pointer, "healthy, degraded or unhealthy", &value);
-        }
-        status
+                .find(|s| s.as_str().eq_ignore_ascii_case(text))
+        })
     }
 }
 

@@ -92,36 +92,44 @@ impl Censuses {
                 // Two probes of a new target may get here at once: only the
                 // one whose entry is inserted starts its census.
                 let entry = self.running.entry(key).or_insert_with_if(
-                    || {
-                        let stop = CancellationToken::new();
-                        let probed = Arc::new(Mutex::new(Instant::now()));
-                        let census = Arc::new(census).run(stop.clone());
-                        let unprobed = unprobed(probed.clone(), self.idle);
-                        tokio::spawn(async move {
-                            tokio::select! {
-                                () = census => {}
-                                () = unprobed => {}
-                            }
-                        });
-                        report.log(format!(
-                            "census: started, a pass every {:?}",
-                            config.interval
-                        ));
-                        Arc::new(Running {
-                            login,
-                            metrics,
-                            probed,
-                            _stop: stop.drop_guard(),
-                        })
-                    },
+                    || Arc::new(Running::start(census, login, metrics, self.idle)),
                     |running| running.login != login,
                 );
+                if entry.is_fresh() {
+                    report.log(format!(
+                        "census: started, a pass every {:?}",
+                        config.interval
+                    ));
+                }
                 entry.into_value()
             }
         };
         *running.probed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         report.log(format!("census: {}", running.metrics.describe()));
         report.collector("census", running.metrics.collector());
+    }
+}
+
+impl Running {
+    /// Spawns `census`, to run until the entry is dropped or the target
+    /// goes unprobed for `idle`.
+    fn start(census: Census, login: u64, metrics: CensusMetrics, idle: Duration) -> Self {
+        let stop = CancellationToken::new();
+        let probed = Arc::new(Mutex::new(Instant::now()));
+        let census = Arc::new(census).run(stop.clone());
+        let unprobed = unprobed(probed.clone(), idle);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = census => {}
+                () = unprobed => {}
+            }
+        });
+        Self {
+            login,
+            metrics,
+            probed,
+            _stop: stop.drop_guard(),
+        }
     }
 }
 
@@ -153,8 +161,7 @@ fn build(
     let timeout = probe.module.timeout;
     let (redis, chroma) = match probe.module.prober {
         Some(ProberKind::Redis) => {
-            let mut client = super::redis::client_config(probe)?;
-            client.timeout = timeout;
+            let client = super::redis::client_config(probe, timeout)?;
             let store = RedisStore {
                 client: RedisClient::for_census(&client, config.redis.read_from)
                     .map_err(|err| err.message)?,
@@ -163,8 +170,7 @@ fn build(
             (Some(store), None)
         }
         Some(ProberKind::Chroma) => {
-            let mut client = super::chroma::client_config(probe)?;
-            client.timeout = timeout;
+            let client = super::chroma::client_config(probe, timeout)?;
             let store = ChromaStore {
                 client: ChromaClient::new(&client, None).map_err(|err| err.message)?,
                 own: probe.module.collection.clone(),

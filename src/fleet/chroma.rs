@@ -41,8 +41,9 @@ fn seed(i: usize) -> (String, Vec<f32>, String) {
 }
 
 /// The client settings for this target: the module's, with the target's
-/// address and the token the credentials file gives it.
-pub(super) fn client_config(probe: &Probe<'_>) -> Result<ChromaConfig, String> {
+/// address, the token the credentials file gives it, and `timeout` per
+/// request.
+pub(super) fn client_config(probe: &Probe<'_>, timeout: Duration) -> Result<ChromaConfig, String> {
     let module = probe.module;
     let scheme = if probe.target.tls { "https" } else { "http" };
     let url = Url::parse(&format!("{scheme}://{}/", probe.target.endpoint()))
@@ -63,7 +64,7 @@ pub(super) fn client_config(probe: &Probe<'_>) -> Result<ChromaConfig, String> {
         tenant: module.tenant.clone(),
         database: module.database.clone(),
         collection: module.collection.clone(),
-        timeout: probe.deadline,
+        timeout,
         ..ChromaConfig::default()
     })
 }
@@ -71,7 +72,7 @@ pub(super) fn client_config(probe: &Probe<'_>) -> Result<ChromaConfig, String> {
 /// Probes one Chroma; returns whether every step answered as it should.
 pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
     let client = match probe.pools.chroma.get_or_try_insert(probe.pool_key(), || {
-        let config = client_config(probe)?;
+        let config = client_config(probe, probe.deadline)?;
         ChromaClient::new(&config, None).map_err(|err| err.message)
     }) {
         Ok(client) => client,
@@ -142,15 +143,9 @@ async fn with_collection(
         return false;
     };
     if count < SEEDS as u64 {
-        let (ids, vectors, texts): (Vec<_>, Vec<_>, Vec<_>) = seeds.iter().cloned().fold(
-            (Vec::new(), Vec::new(), Vec::new()),
-            |(mut i, mut v, mut t), (id, vector, text)| {
-                i.push(id);
-                v.push(vector);
-                t.push(text);
-                (i, v, t)
-            },
-        );
+        let ids: Vec<String> = seeds.iter().map(|s| s.0.clone()).collect();
+        let vectors: Vec<Vec<f32>> = seeds.iter().map(|s| s.1.clone()).collect();
+        let texts: Vec<String> = seeds.iter().map(|s| s.2.clone()).collect();
         report.log(format!("writing the seed set ({SEEDS} records)"));
         if timed(
             timings,

@@ -3,7 +3,7 @@
 //! with a TTL, then `INFO` on every master. Through the canary's own client
 //! ([`RedisClient`]), pooled per target.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::registry::Unit;
@@ -25,8 +25,9 @@ struct CodeLabels {
 }
 
 /// The client settings for this target: the module's, with the target's
-/// address and the login the credentials file gives it.
-pub(super) fn client_config(probe: &Probe<'_>) -> Result<RedisConfig, String> {
+/// address, the login the credentials file gives it, and `timeout` per
+/// request.
+pub(super) fn client_config(probe: &Probe<'_>, timeout: Duration) -> Result<RedisConfig, String> {
     let module = probe.module;
     let scheme = if probe.target.tls { "rediss" } else { "redis" };
     let mut url = RedisUrl::parse(&format!("{scheme}://{}", probe.target.endpoint()))?;
@@ -46,7 +47,7 @@ pub(super) fn client_config(probe: &Probe<'_>) -> Result<RedisConfig, String> {
         mode: module.mode,
         url: RedisUrls(vec![url]),
         password,
-        timeout: probe.deadline,
+        timeout,
         tls_ca_file: tls(&module.tls_ca_file),
         tls_cert_file: tls(&module.tls_cert_file),
         tls_key_file: tls(&module.tls_key_file),
@@ -58,7 +59,7 @@ pub(super) fn client_config(probe: &Probe<'_>) -> Result<RedisConfig, String> {
 /// Probes one Redis; returns whether everything answered without an error.
 pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
     let client = match probe.pools.redis.get_or_try_insert(probe.pool_key(), || {
-        let config = client_config(probe).map_err(|err| err.to_string())?;
+        let config = client_config(probe, probe.deadline).map_err(|err| err.to_string())?;
         RedisClient::for_probe(&config).map_err(|err| err.message)
     }) {
         Ok(client) => client,
