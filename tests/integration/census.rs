@@ -237,28 +237,15 @@ async fn without_memory_usage_a_pass_fails_naming_it_and_the_last_series_stay() 
 async fn the_largest_collections_by_name_the_rest_as_other() {
     let redis = RedisServer::start();
     let chroma = ChromaServer::start();
-    let http = reqwest::Client::new();
     // 25 collections of 1 to 25 records.
     for n in 1..=25u64 {
-        let created: serde_json::Value = http
-            .post(chroma.collections_url())
-            .json(&serde_json::json!({"name": format!("user_collection_{n:02}")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = created["id"].as_str().unwrap().to_owned();
-        let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
-        let embeddings: Vec<[f32; 2]> = (0..n).map(|i| [i as f32, 1.0]).collect();
-        http.post(format!("{}/{id}/add", chroma.collections_url()))
-            .json(&serde_json::json!({"ids": ids, "embeddings": embeddings}))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        chroma
+            .create_user_collection_of(
+                &format!("user_collection_{n:02}"),
+                serde_json::json!({"owner": "app"}),
+                n,
+            )
+            .await;
     }
     let (app, _dir) = spawn_app_with_config(&redis, &chroma, CONFIG).await;
     let text = poll("a census of Chroma", Duration::from_secs(30), || async {

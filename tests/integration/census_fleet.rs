@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::census::{pipe, quantile};
+use crate::fleet::probe;
 use crate::helpers::{
     metric_value, poll, series, spawn_app_with_config, write_file, ChromaServer, RedisServer,
     TestApp,
@@ -14,12 +15,12 @@ use crate::helpers::{
 /// `/probe?target=&module=`: the body, once the probe has succeeded and its
 /// answer holds `wanted`.
 pub(crate) async fn probe_until(app: &TestApp, target: &str, module: &str, wanted: &str) -> String {
-    let url = app.url(&format!("/probe?target={target}&module={module}"));
+    let query = format!("target={target}&module={module}");
     poll(
         &format!("{wanted} in the probe of {target}"),
         Duration::from_secs(30),
         || async {
-            let body = app.http.get(&url).send().await.ok()?.text().await.ok()?;
+            let (_, body) = probe(app, &query).await;
             assert_eq!(series(&body, "probe_success"), 1.0, "{body}");
             metric_value(&body, wanted).map(|_| body)
         },
@@ -84,27 +85,14 @@ async fn each_probed_target_gets_its_own_census_in_its_probe() {
         .collect();
     pipe(&b, &commands);
     // Three collections of 3, 5 and 9 records in the target Chroma.
-    let http = reqwest::Client::new();
     for n in [3u64, 5, 9] {
-        let created: serde_json::Value = http
-            .post(chroma.collections_url())
-            .json(&serde_json::json!({"name": format!("app_memories_{n}")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = created["id"].as_str().unwrap().to_owned();
-        let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
-        let embeddings: Vec<[f32; 2]> = (0..n).map(|i| [i as f32, 1.0]).collect();
-        http.post(format!("{}/{id}/add", chroma.collections_url()))
-            .json(&serde_json::json!({"ids": ids, "embeddings": embeddings}))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        chroma
+            .create_user_collection_of(
+                &format!("app_memories_{n}"),
+                serde_json::json!({"owner": "app"}),
+                n,
+            )
+            .await;
     }
     let (app, _dir) = spawn_app_with_config(&canary, &chroma, MODULES).await;
     let target_a = format!("127.0.0.1:{}", a.port);
@@ -196,15 +184,9 @@ async fn each_probed_target_gets_its_own_census_in_its_probe() {
     assert_eq!(series(&body, &records("other")), 3.0);
 
     // A module without a census adds none; /metrics carries no target's.
-    let plain = app
-        .http
-        .get(app.url(&format!("/probe?target={target_a}&module=plain")))
-        .send()
+    let plain = probe(&app, &format!("target={target_a}&module=plain"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .1;
     assert_eq!(series(&plain, "probe_success"), 1.0, "{plain}");
     assert!(!plain.contains("llmcache_census_"), "{plain}");
     let metrics = app.metrics().await;
@@ -213,15 +195,9 @@ async fn each_probed_target_gets_its_own_census_in_its_probe() {
         "a target's census on /metrics"
     );
     // debug=true says where the census stands.
-    let debug = app
-        .http
-        .get(app.url(&format!("/probe?target={target_a}&module=redis&debug=true")))
-        .send()
+    let debug = probe(&app, &format!("target={target_a}&module=redis&debug=true"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .1;
     assert!(debug.contains("census: redis: last pass took"), "{debug}");
 
     // Unprobed for pool_idle_timeout (3 s), A's census stops: SCAN calls

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::census::{pipe, quantile, CONFIG};
 use crate::census_fleet::{calls, probe_until};
-use crate::helpers::{poll, series, spawn_app, write_file, ChromaServer, RedisServer};
+use crate::helpers::{poll, series, spawn_app_with_chroma, ChromaServer, RedisServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_census_of_a_cluster_counts_every_master_or_every_replica() {
@@ -62,15 +62,7 @@ async fn a_census_of_a_cluster_counts_every_master_or_every_replica() {
          [[probe.modules.cluster.census.redis.groups]]\nname = \"probe\"\npattern = \"llmcache:*\"\n",
         seed.port
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "config.toml", &config);
-    let app = spawn_app(&[
-        "--chroma.url".into(),
-        chroma.url(),
-        "--config.file".into(),
-        path,
-    ])
-    .await;
+    let (app, _dir) = spawn_app_with_chroma(&chroma, &config).await;
     let chat = r#"llmcache_census_redis_keys{group="chat"}"#;
     app.wait_for_metric(chat, 300.0, Duration::from_secs(30))
         .await;
@@ -156,15 +148,7 @@ async fn in_sentinel_mode_the_census_reads_a_replica_the_sentinels_name() {
          [[census.redis.groups]]\nname = \"chat\"\npattern = \"message_store:*\"\n",
         sentinel.port
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "config.toml", &config);
-    let app = spawn_app(&[
-        "--chroma.url".into(),
-        chroma.url(),
-        "--config.file".into(),
-        path,
-    ])
-    .await;
+    let (app, _dir) = spawn_app_with_chroma(&chroma, &config).await;
     let chat = r#"llmcache_census_redis_keys{group="chat"}"#;
     app.wait_for_metric(chat, 200.0, Duration::from_secs(30))
         .await;

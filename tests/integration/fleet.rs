@@ -42,7 +42,7 @@ async fn start(redis: &RedisServer, chroma: &ChromaServer, extra: &str) -> (Test
 }
 
 /// `/probe` with these parameters: the status and body.
-async fn probe(app: &TestApp, query: &str) -> (u16, String) {
+pub(crate) async fn probe(app: &TestApp, query: &str) -> (u16, String) {
     let response = app
         .http
         .get(app.url(&format!("/probe?{query}")))

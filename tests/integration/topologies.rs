@@ -11,23 +11,9 @@ use tempfile::TempDir;
 use crate::redis_security::{assert_documented, ACL_BY_COMMAND};
 
 use crate::helpers::{
-    free_port, metric_value, operation_errors, poll, require, series, spawn_app, ChromaServer,
-    RedisServer, TestApp,
+    free_port, metric_value, operation_errors, poll, require, series, spawn_app_with_chroma,
+    ChromaServer, RedisServer, TestApp,
 };
-
-/// The app with `toml` as its config file, which names the Redis nodes.
-async fn start_app(chroma: &ChromaServer, toml: &str) -> (TestApp, TempDir) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, toml).unwrap();
-    let flags = [
-        "--chroma.url".to_owned(),
-        chroma.url(),
-        "--config.file".into(),
-        path.display().to_string(),
-    ];
-    (spawn_app(&flags).await, dir)
-}
 
 const PREFIX: &str = "llmcache:probe:";
 /// The census is off: these nodes' ACL users are the canary's own.
@@ -243,7 +229,7 @@ async fn cluster_mode_spreads_sessions_over_every_master_and_cleans_up_every_nod
         "{CONFIG}[redis]\nmode = \"cluster\"\nurl = \"redis://llmcache@127.0.0.1:{}\"\n{password}",
         cluster.nodes[0].port
     );
-    let (app, _dir) = start_app(&chroma, &config).await;
+    let (app, _dir) = spawn_app_with_chroma(&chroma, &config).await;
     wait_all_four(&app, Duration::from_secs(30)).await;
     poll(
         "probe keys on every master",
@@ -293,7 +279,7 @@ async fn a_cluster_failover_and_a_reshard_under_traffic() {
         "{CONFIG}[redis]\nmode = \"cluster\"\nurl = \"redis://127.0.0.1:{}\"\n",
         cluster.nodes[0].port
     );
-    let (app, _dir) = start_app(&chroma, &config).await;
+    let (app, _dir) = spawn_app_with_chroma(&chroma, &config).await;
     wait_all_four(&app, Duration::from_secs(30)).await;
 
     // A reshard while traffic runs: MOVED and ASK are followed, no error.
@@ -383,7 +369,7 @@ async fn cluster_mode_against_a_plain_node_says_so() {
     let redis = RedisServer::start();
     let chroma = ChromaServer::start();
     let config = format!("[redis]\nmode = \"cluster\"\nurl = \"{}\"\n", redis.url());
-    let (app, _dir) = start_app(&chroma, &config).await;
+    let (app, _dir) = spawn_app_with_chroma(&chroma, &config).await;
     let details = app.wait_down("redis").await;
     eprintln!("cluster mode on a plain node: {details}");
     assert!(details.contains("not a cluster node"), "{details}");
@@ -489,7 +475,7 @@ async fn sentinel_mode_follows_a_failover_and_never_writes_to_the_demoted_master
         "{CONFIG}[redis]\nmode = \"sentinel\"\nsentinel_master = \"mymaster\"\nurl = \"{}\"\n{password}",
         urls.join(",")
     );
-    let (app, _dir) = start_app(&chroma, &config).await;
+    let (app, _dir) = spawn_app_with_chroma(&chroma, &config).await;
     let text = wait_all_four(&app, Duration::from_secs(30)).await;
     assert_eq!(operation_errors(&text), 0.0, "{text}");
     let (_, health) = app.health().await;
@@ -564,7 +550,7 @@ async fn an_unknown_sentinel_master_is_reported_and_retried() {
         "[redis]\nmode = \"sentinel\"\nsentinel_master = \"nosuch\"\nurl = \"redis://127.0.0.1:{}\"\n",
         sentinel.port
     );
-    let (app, _dir) = start_app(&chroma, &config).await;
+    let (app, _dir) = spawn_app_with_chroma(&chroma, &config).await;
     let details = app.wait_down("redis").await;
     eprintln!("unknown sentinel master: {details}");
     assert!(
@@ -583,7 +569,7 @@ async fn a_redis_full_under_noeviction_answers_ping_and_refuses_writes_with_oom(
     let chroma = ChromaServer::start();
     redis.fill_until_oom();
     let config = format!("{CONFIG}[redis]\nurl = \"{}\"\n", redis.url());
-    let (app, _dir) = start_app(&chroma, &config).await;
+    let (app, _dir) = spawn_app_with_chroma(&chroma, &config).await;
     let text = poll("OOM refusals counted", Duration::from_secs(30), || async {
         let text = app.metrics().await;
         (series(&text, r#"llmcache_redis_error_replies_total{code="OOM"}"#) >= 3.0).then_some(text)
@@ -614,7 +600,7 @@ async fn oom_refusals_to_another_client_count_as_server_errors_of_that_node() {
          query_similar_memories = 0\nstore_memory = 0\n[redis]\nurl = \"{}\"\n",
         redis.url()
     );
-    let (app, _dir) = start_app(&chroma, &config).await;
+    let (app, _dir) = spawn_app_with_chroma(&chroma, &config).await;
     let node = format!("127.0.0.1:{}", redis.port);
     let info = format!(
         r#"llmcache_redis_info{{node="{node}",version="7.0.15",role="master",maxmemory_policy="noeviction"}}"#
@@ -651,7 +637,7 @@ async fn keys_evicted_under_an_evicting_policy_count_as_lost_and_healthy_reads_d
          [redis]\nurl = \"{}\"\n",
         redis.url()
     );
-    let (app, _dir) = start_app(&chroma, &config).await;
+    let (app, _dir) = spawn_app_with_chroma(&chroma, &config).await;
     let lost = r#"llmcache_redis_lost_keys_total"#;
     // Reads of histories the canary wrote, while Redis has room: none lost.
     app.wait_for_at_least(
@@ -726,7 +712,7 @@ async fn no_counter_falls_when_a_stalled_master_fails_over() {
         "{CONFIG}[redis]\nmode = \"cluster\"\nurl = \"redis://127.0.0.1:{}\"\n",
         seed.port
     );
-    let (app, _dir) = start_app(&chroma, &config).await;
+    let (app, _dir) = spawn_app_with_chroma(&chroma, &config).await;
     wait_all_four(&app, Duration::from_secs(30)).await;
     let victim = cluster
         .masters()

@@ -74,6 +74,21 @@ pub async fn spawn_app_with_config(
     (spawn_app(&flags).await, dir)
 }
 
+/// Starts the app against `chroma` with `toml` as its config file, which
+/// names the Redis (a cluster's seed, the sentinels).
+pub async fn spawn_app_with_chroma(chroma: &ChromaServer, toml: &str) -> (TestApp, TempDir) {
+    let dir = TempDir::new().expect("temp dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).expect("config file");
+    let flags = [
+        "--chroma.url".to_owned(),
+        chroma.url(),
+        "--config.file".into(),
+        path.display().to_string(),
+    ];
+    (spawn_app(&flags).await, dir)
+}
+
 impl TestApp {
     /// `http://ADDR/PATH`
     pub fn url(&self, path: &str) -> String {

@@ -115,6 +115,17 @@ impl ChromaServer {
     /// Creates a user's collection (not the daemon's: no marker) holding one
     /// record; returns its UUID.
     pub async fn create_user_collection(&self, name: &str, metadata: serde_json::Value) -> String {
+        self.create_user_collection_of(name, metadata, 1).await
+    }
+
+    /// Creates a user's collection holding `records` records (`r0`, `r1`,
+    /// …); returns its UUID.
+    pub async fn create_user_collection_of(
+        &self,
+        name: &str,
+        metadata: serde_json::Value,
+        records: u64,
+    ) -> String {
         let client = reqwest::Client::new();
         let created: serde_json::Value = client
             .post(self.collections_url())
@@ -126,9 +137,14 @@ impl ChromaServer {
             .await
             .expect("collection JSON");
         let id = created["id"].as_str().expect("collection id").to_owned();
+        let ids: Vec<String> = (0..records).map(|i| format!("r{i}")).collect();
+        let embeddings: Vec<[f32; 2]> = (0..records).map(|i| [i as f32, 1.0]).collect();
+        let documents: Vec<String> = (0..records).map(|i| format!("user data {i}")).collect();
         client
             .post(format!("{}/{id}/add", self.collections_url()))
-            .json(&serde_json::json!({"ids": ["u1"], "embeddings": [[0.1, 0.2]], "documents": ["user data"]}))
+            .json(
+                &serde_json::json!({"ids": ids, "embeddings": embeddings, "documents": documents}),
+            )
             .send()
             .await
             .expect("add")

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use app::{backend_flags, spawn_app, spawn_app_with_config, Daemon, TestApp};
+pub use app::{
+    backend_flags, spawn_app, spawn_app_with_chroma, spawn_app_with_config, Daemon, TestApp,
+};
 pub use app_health::AppServer;
 pub use chroma::ChromaServer;
 pub use embeddings::EmbeddingsServer;
