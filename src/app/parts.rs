@@ -134,11 +134,12 @@ impl Parts {
         }
     }
 
-    /// Spawns the canary's loops: the probes, the cache maintenance, the
-    /// workload and the memory monitor.
+    /// Spawns the loops: the fleet's secrets watcher, and the canary's
+    /// probes, cache maintenance, workload and memory monitor.
     pub(super) fn start(self) -> Running {
         let cancel = CancellationToken::new();
         let mut loops = JoinSet::new();
+        loops.spawn(self.fleet.watch_secrets(cancel.clone()));
         let canary = self.canary.map(|canary| {
             canary.embedder.start();
             loops.spawn(canary.redis.clone().run_probe(cancel.clone()));

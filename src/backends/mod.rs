@@ -5,6 +5,7 @@
 //! (a [`RequestLabel`] enum) and implements [`probe::Probe`].
 
 pub(crate) mod chroma;
+pub(crate) mod http;
 mod outages;
 pub(crate) mod probe;
 pub(crate) mod redis;
@@ -109,6 +110,8 @@ pub(crate) struct BackendError {
     pub(crate) message: String,
     /// The HTTP status of an HTTP backend's refusal.
     pub(crate) http_status: Option<u16>,
+    /// An answer the client refused to take (a redirect, a body too large).
+    pub(crate) refused: Option<http::Refused>,
 }
 
 impl BackendError {
@@ -119,6 +122,7 @@ impl BackendError {
             kind,
             message: message.into(),
             http_status: None,
+            refused: None,
         }
     }
 

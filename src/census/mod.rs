@@ -66,7 +66,7 @@ impl Census {
         metrics: CensusMetrics,
     ) -> Result<Self, BackendError> {
         let redis = RedisStore {
-            client: RedisClient::for_census(redis, config.redis.read_from)?,
+            client: RedisClient::for_census(redis, config.redis.read_from, None)?,
             config: config.redis.clone(),
         };
         let chroma = ChromaStore {

@@ -32,7 +32,10 @@ use crate::web_config::{self, WebSettings};
 pub(crate) use cache::{CacheConfig, SimilarityMode};
 pub(crate) use census::{CensusConfig, KeyGroup, ModuleCensus, ReadFrom, RedisCensus};
 use flags::{blame, CommandLine};
-pub(crate) use probe::{AppFields, CanaryConfig, ModuleConfig, ProbeConfig, ProberKind};
+pub(crate) use probe::{
+    canonical_ip, AppFields, CanaryConfig, Host, ModuleConfig, ProbeConfig, ProberKind,
+    TargetPattern,
+};
 use values::{
     any_case, chroma_name, directory, duration, float, int, key_prefix, listen_address, log_file,
     readable_file, HttpUrl, RedisUrl, RedisUrls, SecretFile,

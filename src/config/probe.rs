@@ -4,6 +4,7 @@
 //! `allowed_targets` ([`TargetPattern`]) for every probe.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smart_default::SmartDefault;
 
-use super::values::{any_case, duration, int, key_prefix, readable_file, SecretFile};
+use super::values::{any_case, byte_size, duration, int, key_prefix, readable_file, SecretFile};
 use super::{ModuleCensus, RedisMode};
 
 /// `[canary]`
@@ -50,11 +51,18 @@ pub(crate) struct ProbeConfig {
     #[default(4)]
     #[serde(deserialize_with = "int::<_, _, 1, 1024>")]
     pub(crate) max_concurrent_censuses: usize,
+    /// Addresses no probe connects to, whether a target names them or a
+    /// name resolves to them, unless a CIDR in the module's
+    /// `allowed_targets` contains them: loopback, link-local (the cloud
+    /// metadata address among them) and "this network", in IPv4 and IPv6.
+    #[default(default_denied_networks())]
+    #[serde(deserialize_with = "networks")]
+    pub(crate) denied_networks: Vec<IpNet>,
     pub(crate) modules: BTreeMap<String, ModuleConfig>,
 }
 
 /// What a module probes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ProberKind {
     /// A Redis node (or cluster, by a seed).
@@ -94,6 +102,10 @@ pub(crate) struct ModuleConfig {
     /// Per-target usernames and passwords, overriding the module's.
     #[serde(deserialize_with = "readable_file")]
     pub(crate) credentials_file: Option<PathBuf>,
+    /// chroma and app: the largest answer read; past it the probe fails.
+    #[default(1024 * 1024)]
+    #[serde(with = "byte_size")]
+    pub(crate) body_size_limit: u64,
 
     /// redis: standalone, or cluster (the target is a seed node).
     #[serde(deserialize_with = "any_case")]
@@ -173,6 +185,45 @@ pub(crate) struct AppFields {
     pub(crate) cache: String,
 }
 
+/// Where a target lives: a host name (lower case, as DNS compares it) or an
+/// address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Host {
+    Name(String),
+    Ip(IpAddr),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(name) => f.write_str(name),
+            Self::Ip(IpAddr::V4(v4)) => write!(f, "{v4}"),
+            Self::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]"),
+        }
+    }
+}
+
+/// An IPv4-mapped (`::ffff:a.b.c.d`) or IPv4-compatible (`::a.b.c.d`) IPv6
+/// address as its IPv4, so one address has one spelling; `::` and `::1`
+/// stay IPv6.
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let compatible = v6.segments()[..6].iter().all(|s| *s == 0)
+                && !v6.is_unspecified()
+                && !v6.is_loopback();
+            match v6.to_ipv4() {
+                Some(v4) if compatible => IpAddr::V4(v4),
+                _ => ip,
+            }
+        }
+        IpAddr::V4(_) => ip,
+    }
+}
+
 /// An entry of `allowed_targets`: a CIDR (`10.0.0.0/8`, `127.0.0.1/32`; a
 /// bare address is its own /32 or /128) or a host-name glob
 /// (`*.redis.svc`), either with an optional `:port`.
@@ -210,13 +261,13 @@ impl TargetPattern {
                 None => (prefix, None),
             };
             let net: IpNet = format!("{address}/{prefix}").parse().map_err(|_| bad())?;
-            (HostPattern::Net(net.trunc()), port)
+            (HostPattern::Net(canonical_net(net.trunc())), port)
         } else if let Ok(address) = text
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<IpAddr>()
         {
-            (HostPattern::Net(IpNet::from(address)), None)
+            (HostPattern::Net(IpNet::from(canonical_ip(address))), None)
         } else {
             let (host, port) = match text.rsplit_once(':') {
                 Some((host, p)) => (host, Some(port(p)?)),
@@ -224,7 +275,7 @@ impl TargetPattern {
             };
             let host = host.trim_start_matches('[').trim_end_matches(']');
             if let Ok(address) = host.parse::<IpAddr>() {
-                (HostPattern::Net(IpNet::from(address)), port)
+                (HostPattern::Net(IpNet::from(canonical_ip(address))), port)
             } else {
                 if host.is_empty() || host.contains(['/', ' ']) {
                     return Err(bad());
@@ -242,14 +293,26 @@ impl TargetPattern {
 
     /// Whether `host:port` is allowed by this entry: an address by a CIDR,
     /// a name by a name glob; and the port, if the entry names one.
-    pub(crate) fn allows(&self, host: &str, port: u16) -> bool {
+    pub(crate) fn allows(&self, host: &Host, port: u16) -> bool {
         if self.port.is_some_and(|p| p != port) {
             return false;
         }
-        match (&self.host, host.parse::<IpAddr>()) {
-            (HostPattern::Net(net), Ok(address)) => net.contains(&address),
-            (HostPattern::Name(glob), Err(_)) => glob.matches(&host.to_ascii_lowercase()),
+        match (&self.host, host) {
+            (HostPattern::Net(net), Host::Ip(address)) => net.contains(address),
+            (HostPattern::Name(glob), Host::Name(name)) => glob.matches(name),
             _ => false,
+        }
+    }
+
+    /// Whether this entry is a CIDR inside the `denied` network that
+    /// contains `address` (and its port, if it names one): what lets a
+    /// module reach a denied network. It must lie inside it, so naming the
+    /// network is deliberate: `127.0.0.0/8` or `127.0.0.1/32` lets a module
+    /// reach loopback, `0.0.0.0/0` does not.
+    pub(crate) fn names(&self, denied: &IpNet, address: IpAddr, port: u16) -> bool {
+        match &self.host {
+            HostPattern::Net(net) => denied.contains(net) && self.allows(&Host::Ip(address), port),
+            HostPattern::Name(_) => false,
         }
     }
 }
@@ -265,6 +328,47 @@ impl Serialize for TargetPattern {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.text.serialize(serializer)
     }
+}
+
+/// An IPv4-mapped IPv6 network as its IPv4 network, as targets are
+/// checked as their IPv4.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
+/// The default `probe.denied_networks`.
+fn default_denied_networks() -> Vec<IpNet> {
+    [
+        "127.0.0.0/8",
+        "::1/128",
+        "169.254.0.0/16",
+        "fe80::/10",
+        "0.0.0.0/8",
+        "::/128",
+    ]
+    .iter()
+    .filter_map(|net| net.parse().ok())
+    .collect()
+}
+
+/// A list of CIDRs; a bare address is its own /32 or /128.
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            let text = text.trim();
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| canonical_net(net.trunc()))
+                .map_err(|_| D::Error::custom(format!("{text:?} is not a CIDR such as 10.0.0.0/8")))
+        })
+        .collect()
 }
 
 /// A boolean, written `true`/`false` in the file, or as the string a flag
@@ -302,7 +406,10 @@ mod tests {
     #[test]
     fn cidrs_and_globs_with_and_without_ports() {
         let allows = |pattern: &str, host: &str, port: u16| {
-            TargetPattern::parse(pattern).unwrap().allows(host, port)
+            let host = host
+                .parse::<IpAddr>()
+                .map_or_else(|_| Host::Name(host.to_ascii_lowercase()), Host::Ip);
+            TargetPattern::parse(pattern).unwrap().allows(&host, port)
         };
         assert!(allows("127.0.0.1/32", "127.0.0.1", 6379));
         assert!(!allows("127.0.0.1/32", "127.0.0.2", 6379));
@@ -318,6 +425,8 @@ mod tests {
         assert!(!allows("10.0.0.0/8", "ten.example", 6379));
         assert!(!allows("localhost", "127.0.0.1", 6379));
         assert!(allows("localhost:6379", "localhost", 6379));
+        // A mapped network is its IPv4 network.
+        assert!(allows("::ffff:127.0.0.0/104", "127.0.0.9", 1));
     }
 
     #[test]

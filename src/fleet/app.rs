@@ -10,9 +10,11 @@ use prometheus_client::registry::Unit;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::Value;
 
+use super::guard::Reason;
 use super::report::{Report, Timings};
 use super::Probe;
 use crate::backends::error_chain;
+use crate::backends::http::{guarded, read_limited, redirect_message, BodyError};
 use crate::config::AppFields;
 use crate::metrics::label_values;
 
@@ -45,15 +47,12 @@ struct StatusLabels {
     status: AppStatus,
 }
 
-/// The HTTP client for one target: its timeout, TLS roots and token.
+/// The HTTP client for one target: its TLS roots and token; it dials only
+/// the checked addresses and follows no redirect. Each request has its
+/// probe's own deadline.
 fn client(probe: &Probe<'_>) -> Result<reqwest::Client, String> {
     let mut headers = HeaderMap::new();
-    let token = probe
-        .login
-        .password
-        .clone()
-        .or_else(|| probe.module.token_file.as_ref().map(|f| f.secret.clone()));
-    if let Some(token) = token {
+    if let Some(token) = probe.token() {
         let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| "the token is not a valid HTTP header value".to_owned())?;
         value.set_sensitive(true);
@@ -61,8 +60,7 @@ fn client(probe: &Probe<'_>) -> Result<reqwest::Client, String> {
     }
     let mut builder = reqwest::Client::builder()
         .default_headers(headers)
-        .timeout(probe.deadline)
-        .connect_timeout(probe.deadline)
+        .connect_timeout(probe.module.timeout)
         .pool_max_idle_per_host(1)
         .user_agent(concat!("llm-cache-exporter/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &probe.module.tls_ca_file {
@@ -72,7 +70,10 @@ fn client(probe: &Probe<'_>) -> Result<reqwest::Client, String> {
             builder = builder.add_root_certificate(cert);
         }
     }
-    builder.build().map_err(|err| error_chain(&err))
+    let host = probe.target.host_str();
+    guarded(builder, Some((&host, probe.addresses)))
+        .build()
+        .map_err(|err| error_chain(&err))
 }
 
 /// Reads one application's health document; returns whether it was read,
@@ -95,32 +96,49 @@ pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
     let url = format!("{scheme}://{}{path}", target.endpoint());
     let mut timings = Timings::default();
     let start = std::time::Instant::now();
-    let response = http.get(&url).send().await;
+    let response = http.get(&url).timeout(probe.deadline).send().await;
     let document = match response {
+        Ok(response) if response.status().is_redirection() => {
+            timings.record("health", start.elapsed());
+            let why = redirect_message(&response);
+            report.refuse(Reason::Redirect, format!("GET {path}: {why}"));
+            Err(None)
+        }
         Ok(response) => {
             let status = response.status();
-            let body = response.bytes().await;
-            timings.record("health", start.elapsed());
             report.log(format!("GET {path}: HTTP {status}"));
-            match body.map_err(|err| error_chain(&err.without_url())) {
-                Ok(body) => serde_json::from_slice::<Value>(&body)
-                    .map_err(|err| format!("the document is not JSON: {err}")),
-                Err(err) => Err(format!("reading the body failed: {err}")),
+            let body = read_limited(response, probe.module.body_size_limit).await;
+            timings.record("health", start.elapsed());
+            match body {
+                Ok((_, body)) => serde_json::from_slice::<Value>(&body)
+                    .map_err(|err| Some(format!("the document is not JSON: {err}"))),
+                Err(BodyError::TooLarge(limit)) => {
+                    report.refuse(
+                        Reason::BodyTooLarge,
+                        format!(
+                            "GET {path}: the answer is larger than body_size_limit ({limit} bytes)"
+                        ),
+                    );
+                    Err(None)
+                }
+                Err(err) => Err(Some(err.message())),
             }
         }
         Err(err) => {
             timings.record("health", start.elapsed());
-            Err(format!(
+            Err(Some(format!(
                 "GET {path} failed: {}",
                 error_chain(&err.without_url())
-            ))
+            )))
         }
     };
     timings.report(report);
     let document = match document {
         Ok(document) => document,
         Err(why) => {
-            report.log(why);
+            if let Some(why) = why {
+                report.log(why);
+            }
             return false;
         }
     };

@@ -25,12 +25,11 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::report::Report;
 use super::Probe;
-use crate::backends::chroma::ChromaClient;
 use crate::backends::redis::RedisClient;
 use crate::census::{Census, CensusMetrics, ChromaStore, RedisStore};
 use crate::config::{CensusConfig, ProberKind};
 
-/// The running censuses, by (module, target as given), and how long one
+/// The running censuses, by (module, canonical target), and how long one
 /// lives unprobed.
 pub(crate) struct Censuses {
     running: Cache<(String, String), Arc<Running>>,
@@ -42,12 +41,16 @@ pub(crate) struct Censuses {
 /// A census task: what it publishes, when it was last asked for, and its
 /// stop (on drop).
 struct Running {
-    /// The reading of the credentials file it logged in with.
-    login: u64,
+    /// The reading of the secret files it logged in with, and the
+    /// addresses it dials.
+    login: Identity,
     metrics: CensusMetrics,
     probed: Arc<Mutex<Instant>>,
     _stop: DropGuard,
 }
+
+/// What a census logged in with and dials: a change restarts it.
+type Identity = (u64, Vec<std::net::SocketAddr>);
 
 impl Censuses {
     pub(crate) fn new(capacity: u64, idle: Duration, at_once: usize) -> Self {
@@ -72,8 +75,8 @@ impl Censuses {
         if config.interval.is_zero() {
             return;
         }
-        let key = (probe.module_name.to_owned(), probe.target.given.clone());
-        let login = probe.login.version;
+        let key = (probe.module_name.to_owned(), probe.target.to_string());
+        let login: Identity = (probe.login.version, probe.addresses.to_vec());
         let current = self
             .running
             .get(&key)
@@ -92,7 +95,7 @@ impl Censuses {
                 // Two probes of a new target may get here at once: only the
                 // one whose entry is inserted starts its census.
                 let entry = self.running.entry(key).or_insert_with_if(
-                    || Arc::new(Running::start(census, login, metrics, self.idle)),
+                    || Arc::new(Running::start(census, login.clone(), metrics, self.idle)),
                     |running| running.login != login,
                 );
                 if entry.is_fresh() {
@@ -113,7 +116,7 @@ impl Censuses {
 impl Running {
     /// Spawns `census`, to run until the entry is dropped or the target
     /// goes unprobed for `idle`.
-    fn start(census: Census, login: u64, metrics: CensusMetrics, idle: Duration) -> Self {
+    fn start(census: Census, login: Identity, metrics: CensusMetrics, idle: Duration) -> Self {
         let stop = CancellationToken::new();
         let probed = Arc::new(Mutex::new(Instant::now()));
         let census = Arc::new(census).run(stop.clone());
@@ -154,25 +157,22 @@ fn build(
     config: &CensusConfig,
     metrics: CensusMetrics,
 ) -> Result<Census, String> {
-    let subject = format!(
-        " of target {} (module {})",
-        probe.target.given, probe.module_name
-    );
+    let subject = format!(" of target {} (module {})", probe.target, probe.module_name);
     let timeout = probe.module.timeout;
     let (redis, chroma) = match probe.module.prober {
         Some(ProberKind::Redis) => {
-            let client = super::redis::client_config(probe, timeout)?;
+            let client = super::redis::client_config(probe, timeout);
+            let (dial, _) = super::redis::dial(probe);
             let store = RedisStore {
-                client: RedisClient::for_census(&client, config.redis.read_from)
+                client: RedisClient::for_census(&client, config.redis.read_from, Some(&dial))
                     .map_err(|err| err.message)?,
                 config: config.redis.clone(),
             };
             (Some(store), None)
         }
         Some(ProberKind::Chroma) => {
-            let client = super::chroma::client_config(probe, timeout)?;
             let store = ChromaStore {
-                client: ChromaClient::new(&client, None).map_err(|err| err.message)?,
+                client: super::chroma::client(probe)?,
                 own: probe.module.collection.clone(),
                 top: config.chroma.top_collections,
             };

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::registry::Unit;
 use url::Url;
 
+use super::guard::Reason;
 use super::report::{Report, Timings};
 use super::Probe;
 use crate::backends::chroma::{is_ours, ChromaClient, OWNER_KEY, OWNER_VALUE};
@@ -41,22 +42,19 @@ fn seed(i: usize) -> (String, Vec<f32>, String) {
 }
 
 /// The client settings for this target: the module's, with the target's
-/// address, the token the credentials file gives it, and `timeout` per
-/// request.
+/// address, the token the credentials file gives it (or the module's of
+/// this reading), and `timeout` per request.
 pub(super) fn client_config(probe: &Probe<'_>, timeout: Duration) -> Result<ChromaConfig, String> {
     let module = probe.module;
     let scheme = if probe.target.tls { "https" } else { "http" };
+    // The canonical endpoint, which the `url` crate reads as the target's
+    // own host and port (a property test holds it to that).
     let url = Url::parse(&format!("{scheme}://{}/", probe.target.endpoint()))
         .map_err(|err| format!("not a URL: {err}"))?;
-    let token = probe
-        .login
-        .password
-        .clone()
-        .map(|secret| SecretFile {
-            path: "(credentials_file)".into(),
-            secret,
-        })
-        .or_else(|| module.token_file.clone());
+    let token = probe.token().map(|secret| SecretFile {
+        path: "(token_file or credentials_file)".into(),
+        secret,
+    });
     Ok(ChromaConfig {
         url: HttpUrl(url),
         token_file: token,
@@ -69,12 +67,26 @@ pub(super) fn client_config(probe: &Probe<'_>, timeout: Duration) -> Result<Chro
     })
 }
 
+/// A client for this target that dials only the checked addresses, follows
+/// no redirect and reads no answer past the module's `body_size_limit`.
+pub(super) fn client(probe: &Probe<'_>) -> Result<ChromaClient, String> {
+    let config = client_config(probe, probe.module.timeout)?;
+    ChromaClient::for_probe(
+        &config,
+        &probe.target.host_str(),
+        probe.addresses,
+        probe.module.body_size_limit,
+    )
+    .map_err(|err| err.message)
+}
+
 /// Probes one Chroma; returns whether every step answered as it should.
 pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
-    let client = match probe.pools.chroma.get_or_try_insert(probe.pool_key(), || {
-        let config = client_config(probe, probe.deadline)?;
-        ChromaClient::new(&config, None).map_err(|err| err.message)
-    }) {
+    let client = match probe
+        .pools
+        .chroma
+        .get_or_try_insert(probe.pool_key(), || client(probe))
+    {
         Ok(client) => client,
         Err(err) => {
             report.log(format!("cannot set up a client for the target: {err}"));
@@ -98,7 +110,10 @@ async fn timed<T>(
     let result = step.await;
     timings.record(request, start.elapsed());
     result
-        .map_err(|err| report.log(format!("{request} failed ({}): {err}", err.kind.as_str())))
+        .map_err(|err| match err.refused {
+            Some(refused) => report.refuse(Reason::from(refused), format!("{request}: {err}")),
+            None => report.log(format!("{request} failed ({}): {err}", err.kind.as_str())),
+        })
         .ok()
 }
 

@@ -1,4 +1,5 @@
 //! What `/metrics` says of the probes: `llmcache_probes_total{module,result}`,
+//! `llmcache_probe_refusals_total{module,reason}`,
 //! `llmcache_probe_duration_seconds{module}` and
 //! `llmcache_probe_pool_connections{prober}`. The `module` label takes the
 //! configured modules' names (empty for a request that named none that is
@@ -11,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::guard::Reason;
 use crate::config::ProberKind;
 use crate::metrics::{label_values, latency_histogram};
 
@@ -32,6 +34,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    module: String,
+    reason: Reason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModuleLabels {
     module: String,
 }
@@ -45,6 +53,7 @@ struct ProberLabels {
 #[derive(Clone, Debug)]
 pub(crate) struct FleetMetrics {
     probes: Family<ResultLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     duration: Family<ModuleLabels, Histogram, fn() -> Histogram>,
     pooled: Family<ProberLabels, Gauge>,
 }
@@ -54,6 +63,7 @@ impl FleetMetrics {
     pub(crate) fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             probes: Family::default(),
+            refusals: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             pooled: Family::default(),
         };
@@ -61,6 +71,13 @@ impl FleetMetrics {
             "probes",
             "/probe requests, by module and how they ended",
             metrics.probes.clone(),
+        );
+        registry.register(
+            "probe_refusals",
+            "What /probe refused, by module and reason: a malformed target, one outside \
+             allowed_targets, an address in probe.denied_networks, a node the server named \
+             outside allowed_targets, a redirect, an answer over body_size_limit",
+            metrics.refusals.clone(),
         );
         registry.register_with_unit(
             "probe_duration",
@@ -81,6 +98,15 @@ impl FleetMetrics {
             .get_or_create(&ResultLabels {
                 module: module.to_owned(),
                 result,
+            })
+            .inc();
+    }
+
+    pub(crate) fn refused(&self, module: &str, reason: Reason) {
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                module: module.to_owned(),
+                reason,
             })
             .inc();
     }

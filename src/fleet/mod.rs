@@ -2,41 +2,49 @@
 //! style. Prometheus's service discovery supplies the targets and
 //! relabeling points the scrape here; the daemon keeps no list of them.
 //!
-//! [`Fleet::probe`] is the handler's whole logic: it checks the request
-//! (400 for a missing `target` or an unknown `module`, 403 for a target
-//! outside the module's `allowed_targets`, 503 past `max_concurrent`),
-//! derives the deadline from the scrape timeout, and runs the module's
-//! prober ([`redis`], [`chroma`] or [`app`]) with a fresh [`Report`]; the
-//! handler, not the prober, adds `probe_success` and
-//! `probe_duration_seconds`. Clients are pooled per target ([`pool`]); a
-//! module's `credentials_file` gives targets their own logins
-//! ([`credentials`]); a module's `census` counts each target's data in the
+//! [`Fleet::probe`] is the handler's whole logic: it parses the target once
+//! into its canonical value ([`target`]; 400 for a malformed one, a missing
+//! `target` or an unknown `module`), checks it against the module's
+//! `allowed_targets` and `probe.denied_networks` and resolves a name once
+//! ([`guard`]; 403), takes a slot (503 past `max_concurrent`), derives the
+//! deadline from the scrape timeout, and runs the module's prober
+//! ([`redis`], [`chroma`] or [`app`]) against the checked addresses with a
+//! fresh [`Report`]; the handler, not the prober, adds `probe_success` and
+//! `probe_duration_seconds`. Clients are pooled per canonical target and
+//! address ([`pool`]); a module's secret files, its `credentials_file`
+//! among them, are read again when they change ([`secrets`],
+//! [`credentials`]); a module's `census` counts each target's data in the
 //! background, and a probe returns its last complete pass ([`census`]).
 
 mod app;
 mod census;
 mod chroma;
 mod credentials;
+mod guard;
 mod metrics;
 mod pool;
 mod redis;
 mod report;
+mod secrets;
 mod target;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::backends::chroma::ChromaClient;
-use crate::backends::redis::RedisClient;
 use crate::config::{ModuleConfig, ProbeConfig, ProberKind};
 use census::Censuses;
-use credentials::{Credentials, Login};
+use credentials::Login;
+use guard::{Policy, Reason, Refusal};
 pub(crate) use metrics::{FleetMetrics, ProbeResult};
 use pool::{Pool, PoolKey};
 use report::Report;
+use secrets::{Secrets, Watched};
 use target::Target;
 
 /// What the scrape timeout leaves the probe: blackbox_exporter's offset.
@@ -49,12 +57,13 @@ const MIN_DEADLINE: Duration = Duration::from_millis(100);
 struct Module {
     config: ModuleConfig,
     prober: ProberKind,
-    credentials: Option<Credentials>,
+    policy: Arc<Policy>,
+    secrets: Arc<Watched>,
 }
 
 /// Every prober's pooled clients, and the censuses of probed targets.
 pub(crate) struct Pools {
-    redis: Pool<RedisClient>,
+    redis: Pool<redis::Pooled>,
     chroma: Pool<ChromaClient>,
     app: Pool<reqwest::Client>,
     census: Censuses,
@@ -94,11 +103,15 @@ impl ProbeAnswer {
     }
 }
 
-/// What a prober is handed.
+/// What a prober is handed: the target, the addresses it may dial for it,
+/// the module's policy for any other, and the secrets of this reading.
 pub(crate) struct Probe<'a> {
     module_name: &'a str,
     module: &'a ModuleConfig,
     target: &'a Target,
+    addresses: &'a [SocketAddr],
+    policy: &'a Arc<Policy>,
+    secrets: &'a Secrets,
     login: Login,
     deadline: Duration,
     pools: &'a Pools,
@@ -109,24 +122,37 @@ impl Probe<'_> {
     fn pool_key(&self) -> PoolKey {
         (
             self.module_name.to_owned(),
-            self.target.given.clone(),
+            self.target.to_string(),
             self.login.version,
+            self.addresses.to_vec(),
         )
+    }
+
+    /// The module's token, or the credentials file's for this target.
+    fn token(&self) -> Option<crate::secret::Secret> {
+        self.login
+            .password
+            .clone()
+            .or_else(|| self.secrets.token.clone())
     }
 }
 
 impl Fleet {
     /// Builds the modules of `config`; probes nothing.
     pub(crate) fn new(config: &ProbeConfig, metrics: FleetMetrics) -> Self {
+        let denied = Arc::new(config.denied_networks.clone());
         let modules = config
             .modules
             .iter()
             .filter_map(|(name, module)| {
+                let prober = module.prober?;
+                let allowed = module.allowed_targets.as_deref().unwrap_or_default();
                 Some((
                     name.clone(),
                     Module {
-                        prober: module.prober?,
-                        credentials: module.credentials_file.as_deref().map(Credentials::new),
+                        prober,
+                        policy: Arc::new(Policy::new(name, allowed, denied.clone())),
+                        secrets: Arc::new(Watched::new(module, prober)),
                         config: module.clone(),
                     },
                 ))
@@ -165,16 +191,17 @@ impl Fleet {
             self.metrics.count(name, ProbeResult::BadRequest);
             return ProbeAnswer::refused(400, "missing parameter target".into());
         };
+        // The raw text is never echoed: it may hold a password.
         let target = match Target::parse(given, module.prober) {
             Ok(target) => target,
             Err(err) => {
                 self.metrics.count(name, ProbeResult::BadRequest);
-                return ProbeAnswer::refused(400, format!("{err} (parameter target)"));
+                self.metrics.refused(name, Reason::Malformed);
+                return ProbeAnswer::refused(400, format!("target {err} (parameter target)"));
             }
         };
-        if let Some(refusal) = refused(name, &module.config, &target) {
-            self.metrics.count(name, ProbeResult::Refused);
-            return ProbeAnswer::refused(403, refusal);
+        if let Some(refusal) = refused(name, module, &target) {
+            return self.refuse(name, &refusal);
         }
         let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
             self.metrics.count(name, ProbeResult::Busy);
@@ -184,7 +211,19 @@ impl Fleet {
             );
         };
         let deadline = deadline(module.config.timeout, request.scrape_timeout);
-        let (success, text, log, took) = self.run(name, module, &target, deadline).await;
+        let addresses = match module
+            .policy
+            .resolve(&target.host, target.port, deadline)
+            .await
+        {
+            Err(refusal) => return self.refuse(name, &refusal),
+            Ok(addresses) => addresses,
+        };
+        let (success, text, log, took, refusals) =
+            self.run(name, module, &target, addresses, deadline).await;
+        for reason in refusals {
+            self.metrics.refused(name, reason);
+        }
         self.metrics.observe(name, took.as_secs_f64());
         self.metrics.count(
             name,
@@ -214,37 +253,58 @@ impl Fleet {
         }
     }
 
-    /// The prober within the deadline; returns the verdict, the exposition,
-    /// the log and how long it took.
+    /// A 403, counted by its reason.
+    fn refuse(&self, name: &str, refusal: &Refusal) -> ProbeAnswer {
+        self.metrics.count(name, ProbeResult::Refused);
+        self.metrics.refused(name, refusal.reason);
+        ProbeAnswer::refused(403, refusal.message.clone())
+    }
+
+    /// Keeps every module's secret files current until `cancel`.
+    pub(crate) fn watch_secrets(
+        &self,
+        cancel: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let modules = self.modules.values().map(|m| m.secrets.clone()).collect();
+        secrets::watch(modules, cancel)
+    }
+
+    /// The prober within the deadline, against `addresses` (or the reason
+    /// the name did not resolve); returns the verdict, the exposition, the
+    /// log, how long it took, and what it refused on the way.
     async fn run(
         &self,
         name: &str,
         module: &Module,
         target: &Target,
+        addresses: Result<Vec<SocketAddr>, String>,
         deadline: Duration,
-    ) -> (bool, String, String, Duration) {
+    ) -> (bool, String, String, Duration, Vec<Reason>) {
         let mut report = Report::new();
         report.log(format!(
-            "probing {} with module {name} ({} prober), deadline {deadline:?}",
-            target.given,
+            "probing {target} with module {name} ({} prober), deadline {deadline:?}",
             module.prober.as_str()
         ));
-        let login = match &module.credentials {
-            None => Ok(Login::default()),
-            Some(credentials) => credentials
-                .lookup(&target.given)
-                .map(Option::unwrap_or_default),
-        };
-        let success = match login {
-            Err(err) => {
+        let secrets = module.secrets.current();
+        let success = match (secrets.login(target), addresses) {
+            (Err(err), _) => {
                 report.log(format!("credentials_file: {err}"));
                 false
             }
-            Ok(login) => {
+            (_, Err(why)) => {
+                report.log(why);
+                false
+            }
+            (Ok(login), Ok(addresses)) => {
+                let shown: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+                report.log(format!("dialling {}", shown.join(", ")));
                 let probe = Probe {
                     module_name: name,
                     module: &module.config,
                     target,
+                    addresses: &addresses,
+                    policy: &module.policy,
+                    secrets: &secrets,
                     login,
                     deadline,
                     pools: &self.pools,
@@ -274,25 +334,27 @@ impl Fleet {
         } else {
             "probe failed"
         });
+        let refusals = report.refusals().to_vec();
         let (text, log, took) = report.finish(success);
-        (success, text, log, took)
+        (success, text, log, took, refusals)
     }
 }
 
 /// Why `target` may not be probed with the module, if it may not.
-fn refused(name: &str, module: &ModuleConfig, target: &Target) -> Option<String> {
-    let Some(allowed) = &module.allowed_targets else {
-        return Some(format!(
-            "module {name} has no allowed_targets (probe.modules.{name}.allowed_targets): \
-             it probes nothing until it lists the CIDRs and host globs it may reach"
-        ));
-    };
-    (!allowed.iter().any(|p| p.allows(&target.host, target.port))).then(|| {
-        format!(
-            "target {} is outside module {name}'s allowed_targets (probe.modules.{name}.allowed_targets)",
-            target.endpoint()
-        )
-    })
+fn refused(name: &str, module: &Module, target: &Target) -> Option<Refusal> {
+    if module.config.allowed_targets.is_none() {
+        return Some(Refusal {
+            reason: Reason::NotAllowed,
+            message: format!(
+                "module {name} has no allowed_targets (probe.modules.{name}.allowed_targets): \
+                 it probes nothing until it lists the CIDRs and host globs it may reach"
+            ),
+        });
+    }
+    module
+        .policy
+        .check(&target.host, target.port, Reason::NotAllowed)
+        .err()
 }
 
 /// The smaller of the module's timeout and the scrape timeout less the

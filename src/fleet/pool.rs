@@ -10,9 +10,10 @@ use std::time::Duration;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
-/// A pooled client's key: the module, the target as given, and which reading
-/// of the credentials it logged in with.
-pub(crate) type PoolKey = (String, String, u64);
+/// A pooled client's key: the module, the canonical target, which reading
+/// of the secret files it logged in with, and the addresses it dials (a
+/// name that resolves elsewhere gets a new client).
+pub(crate) type PoolKey = (String, String, u64, Vec<std::net::SocketAddr>);
 
 /// One prober's clients.
 pub(crate) struct Pool<C: Send + Sync + 'static>(Cache<PoolKey, Arc<C>>);
@@ -57,7 +58,7 @@ mod tests {
     #[test]
     fn the_pool_keeps_at_most_its_capacity_least_recently_used_out() {
         let pool: Pool<u32> = Pool::new(3, Duration::from_secs(60));
-        let key = |n: u32| ("m".to_owned(), n.to_string(), 0);
+        let key = |n: u32| ("m".to_owned(), n.to_string(), 0, Vec::new());
         for n in 0..3 {
             pool.get_or_try_insert(key(n), || Ok::<_, ()>(n)).unwrap();
         }

@@ -3,14 +3,16 @@
 //! with a TTL, then `INFO` on every master. Through the canary's own client
 //! ([`RedisClient`]), pooled per target.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::registry::Unit;
 
+use super::guard::{node_host, NodeGuard, Policy, Reason};
 use super::report::{NodeLabels, Report, Timings};
 use super::Probe;
-use crate::backends::redis::{info_series, parse_info, Failure, RedisClient, ReplyCode};
+use crate::backends::redis::{info_series, parse_info, Dial, Failure, RedisClient, ReplyCode};
 use crate::backends::BackendError;
 use crate::config::values::{RedisUrl, RedisUrls, SecretFile};
 use crate::config::RedisConfig;
@@ -24,26 +26,42 @@ struct CodeLabels {
     code: ReplyCode,
 }
 
+/// A pooled client, and the resolver that checks the nodes it dials.
+pub(crate) struct Pooled {
+    client: RedisClient,
+    guard: Arc<NodeGuard>,
+}
+
 /// The client settings for this target: the module's, with the target's
-/// address, the login the credentials file gives it, and `timeout` per
-/// request.
-pub(super) fn client_config(probe: &Probe<'_>, timeout: Duration) -> Result<RedisConfig, String> {
+/// address, the login the credentials file gives it (or the module's
+/// password of this reading), and `timeout` per request.
+pub(super) fn client_config(probe: &Probe<'_>, timeout: Duration) -> RedisConfig {
     let module = probe.module;
-    let scheme = if probe.target.tls { "rediss" } else { "redis" };
-    let mut url = RedisUrl::parse(&format!("{scheme}://{}", probe.target.endpoint()))?;
-    url.username = probe
-        .login
-        .username
-        .clone()
-        .or_else(|| module.username.clone());
+    let target = probe.target;
+    let url = RedisUrl {
+        // The canonical spelling, which the `url` crate reads as the
+        // target's own host and port (a property test holds it to that).
+        url: url::Url::parse(&target.to_string())
+            .unwrap_or_else(|_| url::Url::parse("redis://invalid").expect("a literal URL")),
+        host: target.host_str(),
+        port: target.port,
+        db: target.db,
+        tls: target.tls,
+        username: probe
+            .login
+            .username
+            .clone()
+            .or_else(|| module.username.clone()),
+        password: None,
+    };
     let password = probe
         .login
         .password
         .clone()
-        .or_else(|| module.password_file.as_ref().map(|f| f.secret.clone()));
+        .or_else(|| probe.secrets.password.clone());
     // The TLS files apply to `rediss://` targets only.
-    let tls = |file: &Option<std::path::PathBuf>| file.clone().filter(|_| probe.target.tls);
-    Ok(RedisConfig {
+    let tls = |file: &Option<std::path::PathBuf>| file.clone().filter(|_| target.tls);
+    RedisConfig {
         mode: module.mode,
         url: RedisUrls(vec![url]),
         password,
@@ -53,23 +71,46 @@ pub(super) fn client_config(probe: &Probe<'_>, timeout: Duration) -> Result<Redi
         tls_key_file: tls(&module.tls_key_file),
         password_file: None::<SecretFile>,
         ..RedisConfig::default()
-    })
+    }
+}
+
+/// How this probe's clients dial: the checked address, and a guard on
+/// every node the server names.
+pub(super) fn dial(probe: &Probe<'_>) -> (Dial, Arc<NodeGuard>) {
+    let guard = Arc::new(NodeGuard::new(
+        probe.policy.clone(),
+        probe.target,
+        probe.addresses.to_vec(),
+    ));
+    let dial = Dial {
+        address: probe.addresses[0],
+        resolver: guard.clone(),
+    };
+    (dial, guard)
 }
 
 /// Probes one Redis; returns whether everything answered without an error.
 pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
-    let client = match probe.pools.redis.get_or_try_insert(probe.pool_key(), || {
-        let config = client_config(probe, probe.deadline).map_err(|err| err.to_string())?;
-        RedisClient::for_probe(&config).map_err(|err| err.message)
-    }) {
-        Ok(client) => client,
+    // The pooled client's own timeout is the module's: each probe's
+    // deadline is its own, around the whole probe.
+    let pooled = probe.pools.redis.get_or_try_insert(probe.pool_key(), || {
+        let (dial, guard) = dial(probe);
+        let config = client_config(probe, probe.module.timeout);
+        RedisClient::for_probe(&config, &dial)
+            .map(|client| Pooled { client, guard })
+            .map_err(|err| err.message)
+    });
+    let pooled = match pooled {
+        Ok(pooled) => pooled,
         Err(err) => {
             report.log(format!("cannot set up a client for the target: {err}"));
             return false;
         }
     };
+    let client = &pooled.client;
     let mut run = Run {
-        client: &client,
+        client,
+        policy: probe.policy,
         timings: Timings::default(),
         replies: Vec::new(),
         ok: true,
@@ -97,6 +138,10 @@ pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
         }
         run.info(report).await;
     }
+    for why in pooled.guard.take_refused() {
+        report.refuse(Reason::NodeNotAllowed, why);
+        run.ok = false;
+    }
     run.timings.report(report);
     let mut replies: Vec<(CodeLabels, f64)> = Vec::new();
     for code in &run.replies {
@@ -117,12 +162,25 @@ pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
 /// One probe's requests and what they found.
 struct Run<'a> {
     client: &'a RedisClient,
+    policy: &'a Policy,
     timings: Timings,
     replies: Vec<ReplyCode>,
     ok: bool,
 }
 
 impl Run<'_> {
+    /// Whether the node at `addr` (`host:port`, as the server names it) is
+    /// on the module's allow-list and outside the denied networks.
+    fn node_allowed(&self, addr: &str) -> Result<(), String> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .ok_or_else(|| format!("the server named a node {addr:?} that is not host:port"))?;
+        self.policy
+            .check(&node_host(host)?, port, Reason::NodeNotAllowed)
+            .map_err(|refusal| format!("node {}", refusal.message))
+    }
+
     /// Times `request`; a failure is logged, counted by code, and fails the
     /// probe. Returns whether it succeeded.
     async fn step<T>(
@@ -160,8 +218,25 @@ impl Run<'_> {
                 return;
             }
         };
+        // Every node the server names passes the module's checks before
+        // anything is sent to it (the client's resolver refuses to dial
+        // one that does not, whoever asks).
+        let mut allowed = Vec::new();
+        for node in topology
+            .masters
+            .iter()
+            .chain(topology.replicas_of.iter().flatten())
+        {
+            match self.node_allowed(node) {
+                Ok(()) => allowed.push(node.clone()),
+                Err(why) => {
+                    report.refuse(Reason::NodeNotAllowed, why);
+                    self.ok = false;
+                }
+            }
+        }
         let mut masters = Vec::new();
-        for master in &topology.masters {
+        for master in topology.masters.iter().filter(|m| allowed.contains(m)) {
             let start = Instant::now();
             match self
                 .client

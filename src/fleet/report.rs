@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
+use super::guard::Reason;
+
 /// A float gauge.
 pub(crate) type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -21,6 +23,8 @@ pub(crate) struct Report {
     registry: Registry,
     log: String,
     started: Instant,
+    /// What the probe refused on the way (a redirect, a node), once each.
+    refused: Vec<Reason>,
 }
 
 impl Report {
@@ -29,7 +33,22 @@ impl Report {
             registry: Registry::default(),
             log: String::new(),
             started: Instant::now(),
+            refused: Vec::new(),
         }
+    }
+
+    /// Logs a refusal and keeps its reason, for
+    /// `llmcache_probe_refusals_total`.
+    pub(crate) fn refuse(&mut self, reason: Reason, why: impl AsRef<str>) {
+        self.log(format!("refused ({}): {}", reason.as_str(), why.as_ref()));
+        if !self.refused.contains(&reason) {
+            self.refused.push(reason);
+        }
+    }
+
+    /// The reasons of the refusals so far.
+    pub(crate) fn refusals(&self) -> &[Reason] {
+        &self.refused
     }
 
     /// A line for `debug=true`, stamped with the time since the probe began.

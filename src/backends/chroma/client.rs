@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::backends::http::{guarded, read_limited, redirect_error};
 use crate::backends::{
     error_chain, request_labels, Backend, BackendError, BackendMetrics, ErrorKind,
 };
@@ -131,13 +132,39 @@ pub(crate) struct ChromaClient {
     /// The canary's request series; `None` for a fleet probe, which times
     /// its requests in its own registry.
     metrics: Option<BackendMetrics>,
+    /// The longest answer read.
+    body_limit: u64,
 }
+
+/// The longest answer the canary's own client reads: far above any answer
+/// of the few calls it makes.
+const CANARY_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
 impl ChromaClient {
     /// Builds the client; no request is made.
     pub(crate) fn new(
         config: &ChromaConfig,
         metrics: Option<BackendMetrics>,
+    ) -> Result<Self, BackendError> {
+        Self::build(config, metrics, None, CANARY_BODY_LIMIT)
+    }
+
+    /// A fleet probe's client: it dials only `addresses` for the target's
+    /// `host`, and reads no answer past `body_limit`.
+    pub(crate) fn for_probe(
+        config: &ChromaConfig,
+        host: &str,
+        addresses: &[std::net::SocketAddr],
+        body_limit: u64,
+    ) -> Result<Self, BackendError> {
+        Self::build(config, None, Some((host, addresses)), body_limit)
+    }
+
+    fn build(
+        config: &ChromaConfig,
+        metrics: Option<BackendMetrics>,
+        pin: Option<(&str, &[std::net::SocketAddr])>,
+        body_limit: u64,
     ) -> Result<Self, BackendError> {
         let mut headers = HeaderMap::new();
         if let Some(token) = config.token_file.as_ref().map(|file| &file.secret) {
@@ -180,7 +207,7 @@ impl ChromaClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder.build().map_err(from_reqwest)?;
+        let http = guarded(builder, pin).build().map_err(from_reqwest)?;
         let api = |path: &str| {
             config.url.0.join(path).map_err(|err| {
                 chroma_error(
@@ -198,6 +225,7 @@ impl ChromaClient {
             heartbeat_url: api("api/v2/heartbeat")?,
             collections_url: api(&collections)?,
             metrics,
+            body_limit,
         })
     }
 
@@ -376,8 +404,12 @@ impl ChromaClient {
                 .body(body);
         }
         let response = builder.send().await.map_err(from_reqwest)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(from_reqwest)?;
+        if response.status().is_redirection() {
+            return Err(redirect_error(Backend::Chroma, &response));
+        }
+        let (status, bytes) = read_limited(response, self.body_limit)
+            .await
+            .map_err(|err| err.into_backend(Backend::Chroma))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|err| {
                 chroma_error(

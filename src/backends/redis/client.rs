@@ -11,7 +11,7 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 
 use super::codes::{classify, ReplyCode};
-use super::connection::{Nodes, Topology};
+use super::connection::{Dial, Nodes, Topology};
 use crate::backends::{Backend, BackendError, ErrorKind};
 use crate::config::{ReadFrom, RedisConfig};
 use crate::secret::Secret;
@@ -43,13 +43,14 @@ impl RedisClient {
     /// cluster slot owner counts into `changes`. A broken connection is
     /// retried once within a request.
     pub(crate) fn new(config: &RedisConfig, changes: Counter) -> Result<Self, BackendError> {
-        Self::with_reconnects(config, changes, 1, false)
+        Self::with_reconnects(config, changes, 1, false, None)
     }
 
     /// As [`Self::new`], for a probe: one attempt per request, so a target
-    /// that refuses connections fails at once.
-    pub(crate) fn for_probe(config: &RedisConfig) -> Result<Self, BackendError> {
-        Self::with_reconnects(config, Counter::default(), 0, false)
+    /// that refuses connections fails at once; and every node dialled as
+    /// `dial` allows.
+    pub(crate) fn for_probe(config: &RedisConfig, dial: &Dial) -> Result<Self, BackendError> {
+        Self::with_reconnects(config, Counter::default(), 0, false, Some(dial))
     }
 
     /// As [`Self::for_probe`], for the census: reading replicas when
@@ -59,9 +60,10 @@ impl RedisClient {
     pub(crate) fn for_census(
         config: &RedisConfig,
         read_from: ReadFrom,
+        dial: Option<&Dial>,
     ) -> Result<Self, BackendError> {
         let replicas = read_from == ReadFrom::Replica;
-        Self::with_reconnects(config, Counter::default(), 0, replicas)
+        Self::with_reconnects(config, Counter::default(), 0, replicas, dial)
     }
 
     fn with_reconnects(
@@ -69,6 +71,7 @@ impl RedisClient {
         changes: Counter,
         reconnects: usize,
         replicas: bool,
+        dial: Option<&Dial>,
     ) -> Result<Self, BackendError> {
         let secrets: Vec<Secret> = config
             .password
@@ -81,7 +84,7 @@ impl RedisClient {
                     .map(|f| f.secret.clone()),
             )
             .collect();
-        let nodes = Nodes::new(config, changes, reconnects, replicas)
+        let nodes = Nodes::new(config, changes, reconnects, replicas, dial)
             .map_err(|err| classify(&err, &secrets).0)?;
         let endpoint = config
             .url

@@ -19,7 +19,7 @@ use redis::{
 use super::super::topology::{
     owner_changes, parse_cluster_nodes, remember, replicas_of, slot_owners, SlotOwners,
 };
-use super::{address, Settings, Topology};
+use super::{address, Resolver, Settings, Topology};
 
 /// The cluster, through the crate's connection.
 pub(super) struct Cluster {
@@ -68,6 +68,9 @@ impl Cluster {
         }
         if replicas {
             builder = builder.read_routing_strategy(RandomReplicaStrategy);
+        }
+        if let Some(dial) = settings.dial {
+            builder = builder.async_dns_resolver(Resolver(dial.resolver.clone()));
         }
         let client = builder.build()?;
         Ok(Self {

@@ -7,6 +7,8 @@ mod cluster;
 mod sentinel;
 mod standalone;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -44,11 +46,37 @@ pub(crate) struct Topology {
     pub(crate) summary: String,
 }
 
+/// How a fleet probe's client reaches its target: the address that was
+/// checked for it, and a resolver that checks every other node a server
+/// names before it is dialled.
+#[derive(Clone)]
+pub(crate) struct Dial {
+    /// Dialled instead of the target's name (plain connections; TLS needs
+    /// the name, which the resolver answers with the checked addresses
+    /// where the crate lets it).
+    pub(crate) address: SocketAddr,
+    pub(crate) resolver: Arc<dyn redis::io::AsyncDNSResolver>,
+}
+
+/// [`Dial::resolver`] as the crate's builders take it.
+struct Resolver(Arc<dyn redis::io::AsyncDNSResolver>);
+
+impl redis::io::AsyncDNSResolver for Resolver {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        host: &'b str,
+        port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = SocketAddr> + Send + 'a>> {
+        self.0.resolve(host, port)
+    }
+}
+
 /// What every mode's client is built from.
 struct Settings<'a> {
     config: &'a RedisConfig,
     /// The CA and client certificate files, read once.
     certs: Option<TlsCertificates>,
+    dial: Option<&'a Dial>,
 }
 
 impl Nodes {
@@ -58,15 +86,19 @@ impl Nodes {
     /// With `replicas`, a cluster's connections to its replicas are
     /// `READONLY`, so requests sent to a replica by address are served
     /// there, and a sentinel client talks to a replica the sentinels name.
+    /// With `dial`, a fleet probe's: nothing is dialled that did not pass
+    /// its checks.
     pub(super) fn new(
         config: &RedisConfig,
         changes: Counter,
         reconnects: usize,
         replicas: bool,
+        dial: Option<&Dial>,
     ) -> RedisResult<Self> {
         let settings = Settings {
             config,
             certs: certificates(config)?,
+            dial,
         };
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))

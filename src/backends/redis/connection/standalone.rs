@@ -19,7 +19,14 @@ impl Standalone {
         manager: ConnectionManagerConfig,
     ) -> RedisResult<Self> {
         let first = settings.config.url.first();
-        let info = address(first)
+        let addr = match (settings.dial, address(first)) {
+            // The address the probe checked, not the name again.
+            (Some(dial), redis::ConnectionAddr::Tcp(..)) => {
+                redis::ConnectionAddr::Tcp(dial.address.ip().to_string(), dial.address.port())
+            }
+            (_, addr) => addr,
+        };
+        let info = addr
             .into_connection_info()?
             .set_redis_settings(node_settings(settings.config));
         let client = match settings.certs.clone() {
