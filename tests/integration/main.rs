@@ -21,6 +21,7 @@ mod layout;
 mod memory;
 mod mixin;
 mod pki;
+mod probe_guard;
 mod prometheus;
 mod redis_security;
 mod reload;
