@@ -180,6 +180,18 @@ impl Config {
                     ),
                 ));
             }
+            if prober == ProberKind::Redis && module.body_size_limit != defaults.body_size_limit {
+                return Err(ConfigError::invalid(
+                    key("body_size_limit"),
+                    "applies to chroma and app modules (their HTTP answers); this one's prober is redis",
+                ));
+            }
+            if module.body_size_limit == 0 {
+                return Err(ConfigError::invalid(
+                    key("body_size_limit"),
+                    "must be at least one byte",
+                ));
+            }
             if let Some((field, why)) = census_refusal(prober, module) {
                 return Err(ConfigError::invalid(key(field), why));
             }

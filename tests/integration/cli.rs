@@ -214,6 +214,11 @@ fn bad_file_values_exit_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("[redis]\ntimeout = \"soon\"\n", "redis.timeout"),
+        ("[probe]\ndenied_networks = [\"10.0.0.0/33\"]\n", "probe.denied_networks"),
+        ("[probe]\ndenied_networks = \"127.0.0.0/8\"\n", "probe.denied_networks"),
+        ("[probe.modules.m]\nprober = \"app\"\nbody_size_limit = \"huge\"\n", "probe.modules.m.body_size_limit"),
+        ("[probe.modules.m]\nprober = \"redis\"\nbody_size_limit = \"2MiB\"\n", "probe.modules.m.body_size_limit"),
+        ("[probe.modules.m]\nprober = \"chroma\"\nbody_size_limit = 0\n", "probe.modules.m.body_size_limit"),
         ("[redis]\nmode = \"ring\"\n", "redis.mode"),
         ("[redis]\nurl = [\"redis://a:1\", \"redis://b:2\"]\n", "redis.url"),
         ("[redis]\nurl = [\"redis://a:1\", 7]\n", "redis.url"),
