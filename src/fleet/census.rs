@@ -161,8 +161,8 @@ fn build(
     let timeout = probe.module.timeout;
     let (redis, chroma) = match probe.module.prober {
         Some(ProberKind::Redis) => {
-            let client = super::redis::client_config(probe, timeout);
-            let (dial, _) = super::redis::dial(probe);
+            let client = super::redis::client_config(probe, timeout)?;
+            let (dial, _) = super::redis::dial(probe)?;
             let store = RedisStore {
                 client: RedisClient::for_census(&client, config.redis.read_from, Some(&dial))
                     .map_err(|err| err.message)?,

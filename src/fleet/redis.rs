@@ -35,14 +35,14 @@ pub(crate) struct Pooled {
 /// The client settings for this target: the module's, with the target's
 /// address, the login the credentials file gives it (or the module's
 /// password of this reading), and `timeout` per request.
-pub(super) fn client_config(probe: &Probe<'_>, timeout: Duration) -> RedisConfig {
+pub(super) fn client_config(probe: &Probe<'_>, timeout: Duration) -> Result<RedisConfig, String> {
     let module = probe.module;
     let target = probe.target;
     let url = RedisUrl {
         // The canonical spelling, which the `url` crate reads as the
-        // target's own host and port (a property test holds it to that).
-        url: url::Url::parse(&target.to_string())
-            .unwrap_or_else(|_| url::Url::parse("redis://invalid").expect("a literal URL")),
+        // target's own host and port (a property test holds it to that);
+        // the client connects from the fields beside it.
+        url: url::Url::parse(&target.to_string()).map_err(|err| format!("not a URL: {err}"))?,
         host: target.host_str(),
         port: target.port,
         db: target.db,
@@ -61,7 +61,7 @@ pub(super) fn client_config(probe: &Probe<'_>, timeout: Duration) -> RedisConfig
         .or_else(|| probe.secrets.password.clone());
     // The TLS files apply to `rediss://` targets only.
     let tls = |file: &Option<std::path::PathBuf>| file.clone().filter(|_| target.tls);
-    RedisConfig {
+    Ok(RedisConfig {
         mode: module.mode,
         url: RedisUrls(vec![url]),
         password,
@@ -71,22 +71,26 @@ pub(super) fn client_config(probe: &Probe<'_>, timeout: Duration) -> RedisConfig
         tls_key_file: tls(&module.tls_key_file),
         password_file: None::<SecretFile>,
         ..RedisConfig::default()
-    }
+    })
 }
 
 /// How this probe's clients dial: the checked address, and a guard on
 /// every node the server names.
-pub(super) fn dial(probe: &Probe<'_>) -> (Dial, Arc<NodeGuard>) {
+pub(super) fn dial(probe: &Probe<'_>) -> Result<(Dial, Arc<NodeGuard>), String> {
+    let address = *probe
+        .addresses
+        .first()
+        .ok_or("the target resolved to no address")?;
     let guard = Arc::new(NodeGuard::new(
         probe.policy.clone(),
         probe.target,
         probe.addresses.to_vec(),
     ));
     let dial = Dial {
-        address: probe.addresses[0],
+        address,
         resolver: guard.clone(),
     };
-    (dial, guard)
+    Ok((dial, guard))
 }
 
 /// Probes one Redis; returns whether everything answered without an error.
@@ -94,8 +98,8 @@ pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
     // The pooled client's own timeout is the module's: each probe's
     // deadline is its own, around the whole probe.
     let pooled = probe.pools.redis.get_or_try_insert(probe.pool_key(), || {
-        let (dial, guard) = dial(probe);
-        let config = client_config(probe, probe.module.timeout);
+        let (dial, guard) = dial(probe)?;
+        let config = client_config(probe, probe.module.timeout)?;
         RedisClient::for_probe(&config, &dial)
             .map(|client| Pooled { client, guard })
             .map_err(|err| err.message)

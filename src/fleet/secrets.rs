@@ -122,7 +122,14 @@ impl Watched {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         seen.iter()
             .flatten()
-            .filter_map(|(path, _)| path.parent().map(Path::to_owned))
+            .filter_map(|(path, _)| path.parent())
+            .map(|dir| {
+                if dir.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    dir.to_owned()
+                }
+            })
             .collect()
     }
 
