@@ -126,7 +126,9 @@ pub(crate) async fn pass(
         loop {
             let mut scan = redis::cmd("SCAN");
             scan.arg(cursor).arg("COUNT").arg(BATCH);
-            let (next, keys): (u64, Vec<String>) = client
+            // Keys are bytes: a name that is not UTF-8 is counted like any
+            // other.
+            let (next, keys): (u64, Vec<Vec<u8>>) = client
                 .on_master(node, &scan)
                 .await
                 .map_err(|f| failed("SCAN", &f))?;
@@ -163,7 +165,7 @@ async fn pace(rate: u64, done: u64, started: Instant) {
 
 /// Whether `key`'s memory is measured: a stable choice per key, so a pass
 /// samples the same keys as the last.
-fn sampled(key: &str, share: f64) -> bool {
+fn sampled(key: &[u8], share: f64) -> bool {
     if share >= 1.0 {
         return true;
     }
@@ -186,7 +188,7 @@ fn length_command(kind: &str) -> Option<&'static str> {
 }
 
 /// The first group `key` belongs to (the last is `other`).
-fn group_of(groups: &[KeyGroup], key: &str) -> usize {
+fn group_of(groups: &[KeyGroup], key: &[u8]) -> usize {
     groups
         .iter()
         .position(|g| g.pattern.matches(key))
@@ -196,7 +198,7 @@ fn group_of(groups: &[KeyGroup], key: &str) -> usize {
 async fn batch(
     client: &RedisClient,
     node: &str,
-    keys: &[String],
+    keys: &[Vec<u8>],
     config: &RedisCensus,
     groups: &mut [(String, GroupCensus)],
 ) -> Result<(), PassError> {
@@ -361,7 +363,7 @@ mod tests {
 
     #[test]
     fn sampling_is_stable_and_near_its_share() {
-        let keys: Vec<String> = (0..10_000).map(|i| format!("k{i}")).collect();
+        let keys: Vec<Vec<u8>> = (0..10_000).map(|i| format!("k{i}").into_bytes()).collect();
         let picked = keys.iter().filter(|k| sampled(k, 0.25)).count();
         assert!((2200..2800).contains(&picked), "{picked}");
         assert!(keys.iter().all(|k| sampled(k, 0.25) == sampled(k, 0.25)));

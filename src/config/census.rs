@@ -60,10 +60,14 @@ pub(crate) struct KeyGroup {
     pub(crate) pattern: KeyPattern,
 }
 
-/// A Redis glob (`*`, `?`, `[...]`), checked at load.
+/// A Redis glob (`*`, `?`, `[...]`, `[^...]`, `\\` escapes), checked at
+/// load, matched against keys as bytes, as Redis's `SCAN MATCH` does. The
+/// `globset` crate does the matching; the pattern is handed to it with the
+/// characters it reads and Redis does not (`{`, `}`) escaped, and Redis's
+/// `[^` as its `[!`.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyPattern {
-    pub(crate) glob: glob::Pattern,
+    glob: globset::GlobMatcher,
     text: String,
 }
 
@@ -74,24 +78,66 @@ impl PartialEq for KeyPattern {
 }
 
 impl KeyPattern {
-    /// Whether `key` matches.
-    pub(crate) fn matches(&self, key: &str) -> bool {
-        self.glob.matches(key)
+    /// Reads a Redis glob; the error says what is wrong.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("must not be empty".into());
+        }
+        let mut translated = String::with_capacity(text.len() + 4);
+        let mut chars = text.chars().peekable();
+        let mut in_class = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    translated.push('\\');
+                    if let Some(next) = chars.next() {
+                        translated.push(next);
+                    }
+                }
+                '[' if !in_class => {
+                    in_class = true;
+                    translated.push('[');
+                    if chars.peek() == Some(&'^') {
+                        chars.next();
+                        translated.push('!');
+                    }
+                }
+                ']' if in_class => {
+                    in_class = false;
+                    translated.push(']');
+                }
+                '{' | '}' if !in_class => {
+                    translated.push('\\');
+                    translated.push(c);
+                }
+                c => translated.push(c),
+            }
+        }
+        let glob = globset::GlobBuilder::new(&translated)
+            .literal_separator(false)
+            .backslash_escape(true)
+            .build()
+            .map_err(|err| format!("{text:?} is not a glob such as message_store:* ({err})"))?
+            .compile_matcher();
+        Ok(Self {
+            glob,
+            text: text.to_owned(),
+        })
+    }
+
+    /// Whether `key` (bytes, as Redis keeps it) matches.
+    pub(crate) fn matches(&self, key: &[u8]) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let candidate =
+            globset::Candidate::new(std::path::Path::new(std::ffi::OsStr::from_bytes(key)));
+        self.glob.is_match_candidate(&candidate)
     }
 }
 
 impl<'de> Deserialize<'de> for KeyPattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        if text.is_empty() {
-            return Err(D::Error::custom("must not be empty"));
-        }
-        let glob = glob::Pattern::new(&text).map_err(|err| {
-            D::Error::custom(format!(
-                "{text:?} is not a glob such as message_store:* ({err})"
-            ))
-        })?;
-        Ok(Self { glob, text })
+        Self::parse(&text).map_err(D::Error::custom)
     }
 }
 

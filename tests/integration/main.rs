@@ -4,6 +4,7 @@ mod alerting;
 mod backends;
 mod census;
 mod census_fleet;
+mod census_keys;
 mod census_replicas;
 mod chroma_security;
 mod cli;
