@@ -15,6 +15,7 @@
 mod chroma;
 mod redis;
 mod series;
+mod sketch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
+use super::sketch::Distribution;
 use crate::backends::redis::{Failure, RedisClient, ReplyCode};
 use crate::backends::{Backend, BackendError, ErrorKind};
 use crate::config::{KeyGroup, ReadFrom, RedisCensus};
@@ -19,18 +20,19 @@ use crate::config::{KeyGroup, ReadFrom, RedisCensus};
 /// millisecond of Redis's time; at 1,000 it stalled other clients.
 const BATCH: u64 = 200;
 
-/// What one group holds.
-#[derive(Debug, Default, Clone, PartialEq)]
+/// What one group holds: counts, and distributions in memory bounded by
+/// their sketches, not by the keys.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct GroupCensus {
     pub(crate) keys: u64,
     pub(crate) without_ttl: u64,
     /// Bytes measured, over the `sampled` keys.
     pub(crate) sampled_bytes: u64,
     pub(crate) sampled: u64,
-    /// Element counts of the keys (for the quantiles).
-    pub(crate) lengths: Vec<u64>,
+    /// Element counts of the keys.
+    pub(crate) lengths: Distribution,
     /// Seconds to live of the keys with a TTL.
-    pub(crate) ttls: Vec<f64>,
+    pub(crate) ttls: Distribution,
 }
 
 impl GroupCensus {
@@ -43,9 +45,6 @@ impl GroupCensus {
         self.sampled_bytes as f64 * self.keys as f64 / self.sampled as f64
     }
 }
-
-/// The quantiles the census reports, with their label spellings.
-pub(crate) const QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")];
 
 /// A group as a finished pass publishes it: the quantiles computed once, at
 /// the end of the pass, not at each scrape.
@@ -61,21 +60,14 @@ pub(crate) struct GroupSummary {
 }
 
 impl GroupCensus {
-    fn summary(mut self) -> GroupSummary {
-        let quantiles = |values: &mut [f64]| {
-            QUANTILES
-                .iter()
-                .filter_map(|(q, label)| Some((*label, quantile(values, *q)?)))
-                .collect()
-        };
-        let mut lengths: Vec<f64> = self.lengths.iter().map(|n| *n as f64).collect();
+    fn summary(self) -> GroupSummary {
         GroupSummary {
             keys: self.keys,
             without_ttl: self.without_ttl,
             memory: self.memory(),
             sampled: self.sampled,
-            lengths: quantiles(&mut lengths),
-            ttls: quantiles(&mut self.ttls),
+            lengths: self.lengths.whole_quantiles(),
+            ttls: self.ttls.quantiles(),
         }
     }
 }
@@ -270,7 +262,7 @@ async fn batch(
         group.keys += 1;
         match pttl {
             Some(-1) => group.without_ttl += 1,
-            Some(ms) if ms >= 0 => group.ttls.push(ms as f64 / 1000.0),
+            Some(ms) if ms >= 0 => group.ttls.add(ms as f64 / 1000.0),
             _ => {}
         }
         if measure {
@@ -280,7 +272,7 @@ async fn batch(
             }
         }
         if let Some(length) = length {
-            group.lengths.push(u64::try_from(length).unwrap_or(0));
+            group.lengths.add(length.max(0) as f64);
         }
     }
     Ok(())
@@ -337,29 +329,9 @@ fn failed(step: &str, failure: &Failure) -> PassError {
     ))
 }
 
-/// The `q` quantile of `values` (nearest rank), if any.
-pub(crate) fn quantile<T: Copy + PartialOrd>(values: &mut [T], q: f64) -> Option<T> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-    Some(values[rank - 1])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_rank_quantiles() {
-        let mut lengths: Vec<u64> = (1..=100).collect();
-        assert_eq!(quantile(&mut lengths, 0.5), Some(50));
-        assert_eq!(quantile(&mut lengths, 0.99), Some(99));
-        assert_eq!(quantile(&mut lengths, 1.0), Some(100));
-        assert_eq!(quantile(&mut [7u64], 0.5), Some(7));
-        assert_eq!(quantile::<u64>(&mut [], 0.5), None);
-    }
 
     #[test]
     fn sampling_is_stable_and_near_its_share() {
