@@ -2,8 +2,9 @@
 //! "replica"` on one replica of each cluster master that has one (`COUNT` 200, no
 //! `KEYS`, no Lua), and per batch two pipelines: `TYPE`, `PTTL` and `MEMORY
 //! USAGE key SAMPLES 0` (for the sampled share of keys), then the length
-//! command of each key's type. Keys are counted in the first group whose
-//! pattern matches, the others in `other`. The budget
+//! command of each key's type (a string's `STRLEN` is its size in bytes,
+//! kept apart from element counts). Keys are bytes, counted in the first
+//! group whose pattern matches, the others in `other`. The budget
 //! (`max_keys_per_second`) sleeps between batches.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -29,20 +30,21 @@ pub(crate) struct GroupCensus {
     /// Bytes measured, over the `sampled` keys.
     pub(crate) sampled_bytes: u64,
     pub(crate) sampled: u64,
-    /// Element counts of the keys.
+    /// Element counts of the keys that hold elements (not strings).
     pub(crate) lengths: Distribution,
+    /// Sizes in bytes of the string keys (`STRLEN`).
+    pub(crate) string_bytes: Distribution,
     /// Seconds to live of the keys with a TTL.
     pub(crate) ttls: Distribution,
 }
 
 impl GroupCensus {
     /// The memory of all the group's keys: what was measured, scaled up to
-    /// the keys that were not.
-    pub(crate) fn memory(&self) -> f64 {
-        if self.sampled == 0 {
-            return 0.0;
-        }
-        self.sampled_bytes as f64 * self.keys as f64 / self.sampled as f64
+    /// the keys that were not; `None` when no key was measured (unknown,
+    /// not nothing).
+    pub(crate) fn memory(&self) -> Option<f64> {
+        (self.sampled > 0)
+            .then(|| self.sampled_bytes as f64 * self.keys as f64 / self.sampled as f64)
     }
 }
 
@@ -52,10 +54,12 @@ impl GroupCensus {
 pub(crate) struct GroupSummary {
     pub(crate) keys: u64,
     pub(crate) without_ttl: u64,
-    pub(crate) memory: f64,
+    /// `None` when no key was measured.
+    pub(crate) memory: Option<f64>,
     pub(crate) sampled: u64,
     /// `(quantile label, value)`, absent when the group had no such key.
     pub(crate) lengths: Vec<(&'static str, f64)>,
+    pub(crate) string_bytes: Vec<(&'static str, f64)>,
     pub(crate) ttls: Vec<(&'static str, f64)>,
 }
 
@@ -67,6 +71,7 @@ impl GroupCensus {
             memory: self.memory(),
             sampled: self.sampled,
             lengths: self.lengths.whole_quantiles(),
+            string_bytes: self.string_bytes.whole_quantiles(),
             ttls: self.ttls.quantiles(),
         }
     }
@@ -272,7 +277,12 @@ async fn batch(
             }
         }
         if let Some(length) = length {
-            group.lengths.add(length.max(0) as f64);
+            let into = if kind == "string" {
+                &mut group.string_bytes
+            } else {
+                &mut group.lengths
+            };
+            into.add(length.max(0) as f64);
         }
     }
     Ok(())
@@ -350,6 +360,7 @@ mod tests {
             sampled_bytes: 2500,
             ..GroupCensus::default()
         };
-        assert_eq!(group.memory(), 10_000.0);
+        assert_eq!(group.memory(), Some(10_000.0));
+        assert_eq!(GroupCensus::default().memory(), None, "unknown, not 0");
     }
 }

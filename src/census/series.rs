@@ -280,7 +280,7 @@ fn encode_redis(encoder: &mut DescriptorEncoder<'_>, pass: &RedisPass) -> std::f
             "redis_memory",
             "Memory of each group's keys, from MEMORY USAGE (estimated beyond the sampled share)",
             Some(Unit::Bytes),
-            |g| Some(g.memory),
+            |g| g.memory,
         ),
         (
             "redis_keys_without_ttl",
@@ -307,12 +307,18 @@ fn encode_redis(encoder: &mut DescriptorEncoder<'_>, pass: &RedisPass) -> std::f
         }
     }
     type Quantiles = fn(&GroupSummary) -> &[(&'static str, f64)];
-    let per_quantile: [(&str, &str, Option<Unit>, Quantiles); 2] = [
+    let per_quantile: [(&str, &str, Option<Unit>, Quantiles); 3] = [
         (
             "redis_length",
-            "Element counts of each group's keys (LLEN, HLEN, SCARD, ZCARD, XLEN, STRLEN), by quantile",
+            "Element counts of each group's lists, hashes, sets, sorted sets and streams (LLEN, HLEN, SCARD, ZCARD, XLEN), by quantile",
             None,
             |g| &g.lengths,
+        ),
+        (
+            "redis_string",
+            "Sizes of each group's string keys (STRLEN), by quantile",
+            Some(Unit::Bytes),
+            |g| &g.string_bytes,
         ),
         (
             "redis_ttl",

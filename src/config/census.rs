@@ -26,7 +26,9 @@ pub(crate) struct CensusConfig {
 #[derive(Debug, Clone, SmartDefault, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RedisCensus {
-    /// `[[census.redis.groups]]`: the key groups, matched in order.
+    /// `[[census.redis.groups]]`: the key groups, matched in order; each
+    /// name once.
+    #[serde(deserialize_with = "unique_groups")]
     pub(crate) groups: Vec<KeyGroup>,
     /// Keys looked at per second at most; 0: no limit.
     #[default(5000)]
@@ -145,6 +147,21 @@ impl Serialize for KeyPattern {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.text.serialize(serializer)
     }
+}
+
+/// Groups whose names are each given once: two groups of one name would be
+/// one series fed by two patterns.
+fn unique_groups<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KeyGroup>, D::Error> {
+    let groups = Vec::<KeyGroup>::deserialize(d)?;
+    for (i, group) in groups.iter().enumerate() {
+        if groups[..i].iter().any(|g| g.name == group.name) {
+            return Err(D::Error::custom(format!(
+                "names the group {:?} twice; each group's name is its series' label",
+                group.name
+            )));
+        }
+    }
+    Ok(groups)
 }
 
 fn group_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

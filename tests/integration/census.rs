@@ -145,9 +145,17 @@ async fn a_census_of_known_data_equals_what_was_written() {
         value(r#"llmcache_census_redis_length{group="sessions",quantile="1"}"#),
         5.0
     );
+    // A string's size is bytes, not an element count: a series of its own.
     assert_eq!(
-        value(r#"llmcache_census_redis_length{group="blobs",quantile="1"}"#),
+        value(r#"llmcache_census_redis_string_bytes{group="blobs",quantile="1"}"#),
         149.0
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"llmcache_census_redis_length{group="blobs",quantile="1"}"#
+        ),
+        None
     );
     let memory = value(r#"llmcache_census_redis_memory_bytes{group="chat"}"#);
     let off = (memory - expected_memory as f64).abs() / expected_memory as f64;

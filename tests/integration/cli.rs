@@ -215,6 +215,11 @@ fn bad_file_values_exit_2_naming_the_key() {
     let cases = [
         ("[redis]\ntimeout = \"soon\"\n", "redis.timeout"),
         ("[probe]\ndenied_networks = [\"10.0.0.0/33\"]\n", "probe.denied_networks"),
+        (
+            "[[census.redis.groups]]\nname = \"chat\"\npattern = \"a:*\"\n\
+             [[census.redis.groups]]\nname = \"chat\"\npattern = \"b:*\"\n",
+            "census.redis.groups",
+        ),
         ("[probe]\ndenied_networks = \"127.0.0.0/8\"\n", "probe.denied_networks"),
         ("[probe.modules.m]\nprober = \"app\"\nbody_size_limit = \"huge\"\n", "probe.modules.m.body_size_limit"),
         ("[probe.modules.m]\nprober = \"redis\"\nbody_size_limit = \"2MiB\"\n", "probe.modules.m.body_size_limit"),
