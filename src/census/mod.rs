@@ -17,6 +17,8 @@ mod redis;
 mod series;
 mod sketch;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +57,8 @@ pub(crate) struct Census {
     subject: String,
     /// Shared with other censuses: a pass holds one permit while it runs.
     permits: Option<Arc<Semaphore>>,
+    /// Whether the log has said once why some lengths are not read.
+    told_lengths: AtomicBool,
 }
 
 impl Census {
@@ -100,6 +104,7 @@ impl Census {
             metrics,
             subject,
             permits: None,
+            told_lengths: AtomicBool::new(false),
         }
     }
 
@@ -139,6 +144,13 @@ impl Census {
             let result = redis::pass(&store.client, &store.config, |n| metrics.scanned(n))
                 .await
                 .map_err(|err| err.0);
+            if let Ok(pass) = &result {
+                if !pass.without_lengths.is_empty() && !self.told_lengths.swap(true, Relaxed) {
+                    for why in &pass.without_lengths {
+                        tracing::info!(subject = %self.subject, "census: {why}");
+                    }
+                }
+            }
             metrics.publish_redis(&self.subject, start, result);
         }
         if let Some(store) = &self.chroma {

@@ -269,7 +269,7 @@ impl Collector for CensusCollector {
 
 fn encode_redis(encoder: &mut DescriptorEncoder<'_>, pass: &RedisPass) -> std::fmt::Result {
     type Value = fn(&GroupSummary) -> Option<f64>;
-    let per_group: [(&str, &str, Option<Unit>, Value); 4] = [
+    let per_group: [(&str, &str, Option<Unit>, Value); 5] = [
         (
             "redis_keys",
             "Keys in each group (other: keys no group matches)",
@@ -287,6 +287,13 @@ fn encode_redis(encoder: &mut DescriptorEncoder<'_>, pass: &RedisPass) -> std::f
             "Keys of each group without a TTL",
             None,
             |g| Some(g.without_ttl as f64),
+        ),
+        (
+            "redis_memory_estimated_keys",
+            "Keys of each group whose memory is Redis's sampled estimate (more elements than \
+             census.redis.exact_memory_max_elements, or lengths not read)",
+            None,
+            |g| Some(g.memory_estimated as f64),
         ),
         (
             "redis_memory_sampled_ratio",

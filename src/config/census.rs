@@ -42,6 +42,18 @@ pub(crate) struct RedisCensus {
     /// modes).
     #[serde(deserialize_with = "any_case")]
     pub(crate) read_from: ReadFrom,
+    /// Keys of at most this many elements have their memory measured
+    /// exactly (`MEMORY USAGE key SAMPLES 0`, whose cost grows with the
+    /// elements); larger ones get Redis's sampled estimate, each alone.
+    #[default(1000)]
+    #[serde(deserialize_with = "int::<_, _, 0, 1_000_000>")]
+    pub(crate) exact_memory_max_elements: u64,
+    /// Lets the census read lengths on a master that has no `CLIENT
+    /// NO-TOUCH` (before Redis 7.2): `LLEN` and the like reset a key's
+    /// access time (LRU) and raise its LFU counter, so eviction follows the
+    /// census's scan instead of the application's use.
+    #[serde(deserialize_with = "super::probe::boolean")]
+    pub(crate) allow_touch: bool,
 }
 
 /// `census.redis.read_from`

@@ -12,11 +12,12 @@ use crate::helpers::{
 };
 
 /// Quiet canary: reads only (nothing it writes shows in the census), and
-/// the census every 2 s.
+/// the census every 2 s, reading lengths on the 7.0 master these tests run
+/// (`allow_touch`; `census_touch.rs` holds the default to account).
 pub(crate) const CONFIG: &str =
     "[workload]\nrate = 1.0\n[workload.mix]\nget_chat_history = 1\nstore_chat_entry = 0\n\
     query_similar_memories = 0\nstore_memory = 0\n[census]\ninterval = \"2s\"\n[census.redis]\n\
-    max_keys_per_second = 0\n\
+    max_keys_per_second = 0\nallow_touch = true\n\
     [[census.redis.groups]]\nname = \"chat\"\npattern = \"message_store:*\"\n\
     [[census.redis.groups]]\nname = \"sessions\"\npattern = \"session:*\"\n\
     [[census.redis.groups]]\nname = \"blobs\"\npattern = \"blob:*\"\n";
@@ -182,8 +183,8 @@ async fn without_memory_usage_a_pass_fails_naming_it_and_the_last_series_stay() 
     let chroma = ChromaServer::start();
     pipe(&redis, "SET message_store:1 a\nSET misc:1 b\n");
     let rules =
-        "on >census-pw ~* +@connection +scan +type +pttl +llen +hlen +scard +zcard +xlen +strlen \
-                 +memory|usage +info +lrange +ping +cluster|info";
+        "on >census-pw ~* +@connection +scan +type +pttl +object|encoding +llen +hlen +scard \
+                 +zcard +xlen +strlen +memory|usage +info +lrange +ping +cluster|info";
     let mut setuser = vec!["ACL", "SETUSER", "census"];
     setuser.extend(rules.split_whitespace());
     assert_eq!(redis.cli(&setuser).trim(), "OK");

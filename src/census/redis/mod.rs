@@ -1,0 +1,256 @@
+//! One census pass over Redis: `SCAN` on every master, or with `read_from =
+//! "replica"` on one replica of each cluster master that has one (`COUNT`
+//! 200, no `KEYS`, no Lua), each batch in pipelines of cheap commands that
+//! leave the keys' access times alone ([`batch`]). Before its first batch
+//! the census asks each node (`INFO server`, `INFO replication`) whether it
+//! has `CLIENT NO-TOUCH` (7.2 and later) and whether it is a replica: only
+//! there, or with `allow_touch`, are lengths read. Keys are bytes, counted
+//! in the first group whose pattern matches, the others in `other`. The
+//! budget (`max_keys_per_second`) sleeps between batches.
+
+mod batch;
+
+use std::time::{Duration, Instant};
+
+use super::sketch::Distribution;
+use crate::backends::redis::{parse_info, Failure, RedisClient, ReplyCode};
+use crate::config::{ReadFrom, RedisCensus};
+use batch::Reader;
+
+/// Keys per `SCAN` batch: at 200 a pipelined batch stays under a
+/// millisecond of Redis's time; at 1,000 it stalled other clients.
+const BATCH: u64 = 200;
+
+/// What one group holds: counts, and distributions in memory bounded by
+/// their sketches, not by the keys.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct GroupCensus {
+    pub(crate) keys: u64,
+    pub(crate) without_ttl: u64,
+    /// Bytes measured, over the `sampled` keys.
+    pub(crate) sampled_bytes: u64,
+    pub(crate) sampled: u64,
+    /// Of the `sampled` keys, those measured by Redis's sampled estimate
+    /// (too large for `SAMPLES 0`).
+    pub(crate) memory_estimated: u64,
+    /// Element counts of the keys that hold elements (not strings).
+    pub(crate) lengths: Distribution,
+    /// Sizes in bytes of the string keys (`STRLEN`).
+    pub(crate) string_bytes: Distribution,
+    /// Seconds to live of the keys with a TTL.
+    pub(crate) ttls: Distribution,
+}
+
+impl GroupCensus {
+    /// The memory of all the group's keys: what was measured, scaled up to
+    /// the keys that were not; `None` when no key was measured (unknown,
+    /// not nothing).
+    pub(crate) fn memory(&self) -> Option<f64> {
+        (self.sampled > 0)
+            .then(|| self.sampled_bytes as f64 * self.keys as f64 / self.sampled as f64)
+    }
+}
+
+/// A group as a finished pass publishes it: the quantiles computed once, at
+/// the end of the pass, not at each scrape.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct GroupSummary {
+    pub(crate) keys: u64,
+    pub(crate) without_ttl: u64,
+    /// `None` when no key was measured.
+    pub(crate) memory: Option<f64>,
+    pub(crate) sampled: u64,
+    pub(crate) memory_estimated: u64,
+    /// `(quantile label, value)`, absent when the group had no such key.
+    pub(crate) lengths: Vec<(&'static str, f64)>,
+    pub(crate) string_bytes: Vec<(&'static str, f64)>,
+    pub(crate) ttls: Vec<(&'static str, f64)>,
+}
+
+impl GroupCensus {
+    fn summary(self) -> GroupSummary {
+        GroupSummary {
+            keys: self.keys,
+            without_ttl: self.without_ttl,
+            memory: self.memory(),
+            sampled: self.sampled,
+            memory_estimated: self.memory_estimated,
+            lengths: self.lengths.whole_quantiles(),
+            string_bytes: self.string_bytes.whole_quantiles(),
+            ttls: self.ttls.quantiles(),
+        }
+    }
+}
+
+/// A finished pass: each group in configured order, then `other`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RedisPass {
+    pub(crate) groups: Vec<(String, GroupSummary)>,
+    pub(crate) scanned: u64,
+    /// The nodes whose lengths were not read, and why.
+    pub(crate) without_lengths: Vec<String>,
+}
+
+/// Why a pass failed.
+#[derive(Debug)]
+pub(crate) struct PassError(pub(crate) String);
+
+/// Counts every key on every master (or a replica of it).
+pub(crate) async fn pass(
+    client: &RedisClient,
+    config: &RedisCensus,
+    mut scanned: impl FnMut(u64),
+) -> Result<RedisPass, PassError> {
+    let topology = client
+        .topology()
+        .await
+        .map_err(|f| failed("topology", &f))?;
+    let mut groups: Vec<(String, GroupCensus)> = config
+        .groups
+        .iter()
+        .map(|g| (g.name.clone(), GroupCensus::default()))
+        .chain([("other".to_owned(), GroupCensus::default())])
+        .collect();
+    let readers: Vec<&String> = match config.read_from {
+        ReadFrom::Master => topology.masters.iter().collect(),
+        ReadFrom::Replica => topology
+            .masters
+            .iter()
+            .enumerate()
+            .map(|(i, master)| {
+                let replicas = topology.replicas_of.get(i).map(Vec::as_slice);
+                replicas.and_then(<[String]>::first).unwrap_or(master)
+            })
+            .collect(),
+    };
+    let started = Instant::now();
+    let mut total = 0u64;
+    let mut without_lengths = Vec::new();
+    for node in readers {
+        let reader = reader(client, node, config).await?;
+        if !reader.lengths {
+            without_lengths.push(format!(
+                "{node} is a master without CLIENT NO-TOUCH (Redis before 7.2): its keys' \
+                 lengths are not read, since LLEN and the like would reset their access \
+                 times; read a replica (census.redis.read_from = \"replica\") or accept \
+                 that (census.redis.allow_touch = true)"
+            ));
+        }
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("COUNT").arg(BATCH);
+            // Keys are bytes: a name that is not UTF-8 is counted like any
+            // other.
+            let (next, keys): (u64, Vec<Vec<u8>>) = client
+                .on_master(node, &scan)
+                .await
+                .map_err(|f| failed("SCAN", &f))?;
+            let n = keys.len() as u64;
+            batch::batch(&reader, &keys, config, &mut groups).await?;
+            total += n;
+            scanned(n);
+            pace(config.max_keys_per_second, total, started).await;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(RedisPass {
+        groups: groups
+            .into_iter()
+            .map(|(name, census)| (name, census.summary()))
+            .collect(),
+        scanned: total,
+        without_lengths,
+    })
+}
+
+/// How the census may read `node`: with `CLIENT NO-TOUCH` where the server
+/// has it, and lengths only where reading them moves no eviction.
+async fn reader<'a>(
+    client: &'a RedisClient,
+    node: &'a str,
+    config: &RedisCensus,
+) -> Result<Reader<'a>, PassError> {
+    let mut info = redis::cmd("INFO");
+    info.arg("server").arg("replication");
+    let text: String = client
+        .on_master(node, &info)
+        .await
+        .map_err(|f| failed("INFO", &f))?;
+    let info = parse_info(&text);
+    let no_touch = info
+        .redis_version
+        .as_deref()
+        .is_some_and(|v| version_at_least(v, (7, 2)));
+    let replica = info.role.as_deref() == Some("slave");
+    Ok(Reader {
+        client,
+        node,
+        no_touch,
+        lengths: no_touch || replica || config.allow_touch,
+    })
+}
+
+/// Whether `version` (`7.0.15`) is at least `major.minor`.
+fn version_at_least(version: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
+/// Sleeps so that `done` keys take at least `done / rate` seconds.
+async fn pace(rate: u64, done: u64, started: Instant) {
+    if rate == 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(done as f64 / rate as f64);
+    if let Some(ahead) = due.checked_sub(started.elapsed()) {
+        tokio::time::sleep(ahead).await;
+    }
+}
+
+/// A failed step, named; a missing permission names the command to allow.
+fn failed(step: &str, failure: &Failure) -> PassError {
+    if failure.codes.contains(&ReplyCode::NoPerm) {
+        return PassError(format!(
+            "{step} was refused (NOPERM): the census's ACL user needs +scan +type +pttl \
+             +object|encoding +memory|usage +info, and to read lengths +llen +hlen +scard +zcard \
+             +xlen +strlen (with +client|no-touch on Redis 7.2 and later): {}",
+            failure.error
+        ));
+    }
+    PassError(format!(
+        "{step} failed ({}): {}",
+        failure.error.kind.as_str(),
+        failure.error
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_touch_from_7_2_and_valkeys_7_2_4() {
+        assert!(!version_at_least("7.0.15", (7, 2)));
+        assert!(version_at_least("7.2.4", (7, 2)));
+        assert!(version_at_least("8.0.0", (7, 2)));
+        assert!(!version_at_least("6.2.14", (7, 2)));
+        assert!(!version_at_least("garbage", (7, 2)));
+    }
+
+    #[test]
+    fn estimated_memory_scales_the_measured_share() {
+        let group = GroupCensus {
+            keys: 100,
+            sampled: 25,
+            sampled_bytes: 2500,
+            ..GroupCensus::default()
+        };
+        assert_eq!(group.memory(), Some(10_000.0));
+        assert_eq!(GroupCensus::default().memory(), None, "unknown, not 0");
+    }
+}
