@@ -85,7 +85,10 @@ async fn prometheus_probes_a_fleet_through_the_shipped_scrape_configs() {
         dir.path(),
         "config.toml",
         &format!(
-            "[canary]\nenabled = false\n[census]\ninterval = \"2s\"\n[probe]\nmax_concurrent = 64\n\
+            // Lengths on the 7.0 master these targets run (allow_touch),
+            // for the dashboard's length panels.
+            "[canary]\nenabled = false\n[census]\ninterval = \"2s\"\n\
+             [census.redis]\nallow_touch = true\n[probe]\nmax_concurrent = 64\n\
              [probe.modules.redis]\nprober = \"redis\"\nallowed_targets = [\"127.0.0.1/32\"]\n\
              credentials_file = \"{credentials}\"\ntls_ca_file = \"{}\"\nround_trips = 2\n\
              census = true\n\

@@ -3,6 +3,7 @@
 mod alerting;
 mod backends;
 mod census;
+mod census_cluster;
 mod census_fleet;
 mod census_keys;
 mod census_replicas;

@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use super::codes::{classify, ReplyCode};
 use super::connection::{Dial, Nodes, Topology};
 use crate::backends::{Backend, BackendError, ErrorKind};
-use crate::config::{ReadFrom, RedisConfig};
+use crate::config::{ReadFrom, RedisConfig, RedisMode};
 use crate::secret::Secret;
 
 /// A failed request: the error, and the reply codes in it (each once).
@@ -55,14 +55,16 @@ impl RedisClient {
 
     /// As [`Self::for_probe`], for the census: reading replicas when
     /// `read_from` says so (in a cluster, the census picks the node of each
-    /// request from [`Topology::replicas_of`]; in sentinel mode, every
-    /// request goes to a replica the sentinels name).
+    /// request from [`Topology::shards`]; in sentinel mode, every request
+    /// goes to a replica the sentinels name). A cluster census's
+    /// connections are always `READONLY`, so it can read a failed master's
+    /// replica.
     pub(crate) fn for_census(
         config: &RedisConfig,
         read_from: ReadFrom,
         dial: Option<&Dial>,
     ) -> Result<Self, BackendError> {
-        let replicas = read_from == ReadFrom::Replica;
+        let replicas = read_from == ReadFrom::Replica || config.mode == RedisMode::Cluster;
         Self::with_reconnects(config, Counter::default(), 0, replicas, dial)
     }
 

@@ -31,7 +31,7 @@ use super::{request_labels, Backend, BackendError, BackendMetrics};
 use crate::config::RedisConfig;
 pub(crate) use client::{Failure, RedisClient};
 pub(crate) use codes::ReplyCode;
-pub(crate) use connection::{Dial, Topology};
+pub(crate) use connection::{Dial, Shard, Topology};
 use gate::Gate;
 use metrics::CodeLabels;
 

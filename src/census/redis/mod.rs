@@ -13,7 +13,7 @@ mod batch;
 use std::time::{Duration, Instant};
 
 use super::sketch::Distribution;
-use crate::backends::redis::{parse_info, Failure, RedisClient, ReplyCode};
+use crate::backends::redis::{parse_info, Failure, RedisClient, ReplyCode, Shard};
 use crate::config::{ReadFrom, RedisCensus};
 use batch::Reader;
 
@@ -111,17 +111,11 @@ pub(crate) async fn pass(
         .map(|g| (g.name.clone(), GroupCensus::default()))
         .chain([("other".to_owned(), GroupCensus::default())])
         .collect();
-    let readers: Vec<&String> = match config.read_from {
-        ReadFrom::Master => topology.masters.iter().collect(),
-        ReadFrom::Replica => topology
-            .masters
-            .iter()
-            .enumerate()
-            .map(|(i, master)| {
-                let replicas = topology.replicas_of.get(i).map(Vec::as_slice);
-                replicas.and_then(<[String]>::first).unwrap_or(master)
-            })
-            .collect(),
+    let readers: Vec<&String> = if topology.shards.is_empty() {
+        // One master (standalone, or the one the sentinels name).
+        topology.masters.iter().collect()
+    } else {
+        plan(&topology.shards, config.read_from)?
     };
     let started = Instant::now();
     let mut total = 0u64;
@@ -165,6 +159,77 @@ pub(crate) async fn pass(
         scanned: total,
         without_lengths,
     })
+}
+
+/// The node to read for each shard of a cluster: its master (a replica
+/// with `read_from = "replica"`), or a replica of a failed master; and the
+/// proof that they cover all 16,384 slots. A pass that cannot read some
+/// slots fails, naming them: a partial count is never published as the
+/// whole.
+fn plan(shards: &[Shard], read_from: ReadFrom) -> Result<Vec<&String>, PassError> {
+    let mut readers = Vec::new();
+    let mut covered = vec![false; SLOTS];
+    let mut unread = Vec::new();
+    for shard in shards {
+        let master = (!shard.failed).then_some(&shard.master);
+        let chosen = match read_from {
+            ReadFrom::Master => master.or(shard.replicas.first()),
+            ReadFrom::Replica => shard.replicas.first().or(master),
+        };
+        match chosen {
+            Some(node) => {
+                readers.push(node);
+                for (start, end) in &shard.slots {
+                    let end = usize::from(*end).min(SLOTS - 1);
+                    if let Some(range) = covered.get_mut(usize::from(*start)..=end) {
+                        range.fill(true);
+                    }
+                }
+            }
+            None => unread.push(format!(
+                "master {} is failed and has no healthy replica",
+                shard.master
+            )),
+        }
+    }
+    let missing = ranges(&covered);
+    if missing.is_empty() {
+        return Ok(readers);
+    }
+    let why = if unread.is_empty() {
+        "no master claims them".to_owned()
+    } else {
+        unread.join("; ")
+    };
+    Err(PassError(format!(
+        "slots {missing} have no node to read ({why}); the pass is not published, so \
+         the last complete one stays"
+    )))
+}
+
+/// Redis Cluster's slots.
+const SLOTS: usize = 16_384;
+
+/// The slots not covered, as `a-b, c`.
+fn ranges(covered: &[bool]) -> String {
+    let mut out = Vec::new();
+    let mut slot = 0;
+    while slot < covered.len() {
+        if covered[slot] {
+            slot += 1;
+            continue;
+        }
+        let start = slot;
+        while slot < covered.len() && !covered[slot] {
+            slot += 1;
+        }
+        out.push(if slot - 1 == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", slot - 1)
+        });
+    }
+    out.join(", ")
 }
 
 /// How the census may read `node`: with `CLIENT NO-TOUCH` where the server
@@ -232,6 +297,39 @@ fn failed(step: &str, failure: &Failure) -> PassError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shard(master: &str, failed: bool, slots: (u16, u16), replicas: &[&str]) -> Shard {
+        Shard {
+            master: master.into(),
+            failed,
+            slots: vec![slots],
+            replicas: replicas.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_failed_master_is_read_through_its_replica_and_unread_slots_fail_the_pass() {
+        let healthy = [
+            shard("a:1", false, (0, 5460), &["a:2"]),
+            shard("b:1", false, (5461, 10922), &[]),
+            shard("c:1", true, (10923, 16383), &["c:2"]),
+        ];
+        let readers = plan(&healthy, ReadFrom::Master).unwrap();
+        assert_eq!(readers, ["a:1", "b:1", "c:2"]);
+        let readers = plan(&healthy, ReadFrom::Replica).unwrap();
+        assert_eq!(readers, ["a:2", "b:1", "c:2"]);
+        let orphan = [
+            shard("a:1", false, (0, 5460), &[]),
+            shard("c:1", true, (10923, 16383), &[]),
+        ];
+        let err = plan(&orphan, ReadFrom::Master).unwrap_err().0;
+        assert!(err.contains("slots 5461-16383"), "{err}");
+        assert!(err.contains("master c:1 is failed"), "{err}");
+        let mut gap = healthy.clone();
+        gap[1].slots = vec![(5461, 5461), (5463, 10922)];
+        let err = plan(&gap, ReadFrom::Master).unwrap_err().0;
+        assert!(err.contains("slots 5462 have no node"), "{err}");
+    }
 
     #[test]
     fn no_touch_from_7_2_and_valkeys_7_2_4() {

@@ -19,7 +19,7 @@ use redis::{
 use super::super::topology::{
     owner_changes, parse_cluster_nodes, remember, replicas_of, slot_owners, SlotOwners,
 };
-use super::{address, Resolver, Settings, Topology};
+use super::{address, Resolver, Settings, Shard, Topology};
 
 /// The cluster, through the crate's connection.
 pub(super) struct Cluster {
@@ -178,8 +178,19 @@ impl Cluster {
             .filter(|n| n.master && !n.failed && !n.slots.is_empty())
             .collect();
         let masters: Vec<String> = serving.iter().map(|n| n.addr.clone()).collect();
-        let replicas_of = serving.iter().map(|m| replicas_of(&nodes, m)).collect();
+        let replicas_of: Vec<Vec<String>> =
+            serving.iter().map(|m| replicas_of(&nodes, m)).collect();
         let replicas = nodes.iter().filter(|n| !n.master && !n.failed).count();
+        let shards = nodes
+            .iter()
+            .filter(|n| n.master && !n.slots.is_empty())
+            .map(|m| Shard {
+                master: m.addr.clone(),
+                failed: m.failed,
+                slots: m.slots.clone(),
+                replicas: self::replicas_of(&nodes, m),
+            })
+            .collect();
         Ok(Topology {
             summary: format!(
                 "cluster: {} masters, {replicas} replicas, state {state}",
@@ -188,6 +199,7 @@ impl Cluster {
             masters,
             replicas: Some(replicas),
             replicas_of,
+            shards,
         })
     }
 }

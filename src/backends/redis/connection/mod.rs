@@ -42,6 +42,10 @@ pub(crate) struct Topology {
     pub(crate) replicas_of: Vec<Vec<String>>,
     /// `None` where only the masters' `INFO` (`connected_slaves`) knows.
     pub(crate) replicas: Option<usize>,
+    /// Cluster mode: every master that claims slots, failed ones too, with
+    /// its slots and healthy replicas (empty elsewhere): what a reader of
+    /// the whole keyspace must cover.
+    pub(crate) shards: Vec<Shard>,
     /// The mode and who serves, for `/health`.
     pub(crate) summary: String,
 }
@@ -69,6 +73,18 @@ impl redis::io::AsyncDNSResolver for Resolver {
     ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = SocketAddr> + Send + 'a>> {
         self.0.resolve(host, port)
     }
+}
+
+/// A cluster master's share of the keyspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Shard {
+    pub(crate) master: String,
+    /// Flagged `fail` or `fail?` by the node that answered.
+    pub(crate) failed: bool,
+    /// Its slot ranges, inclusive.
+    pub(crate) slots: Vec<(u16, u16)>,
+    /// Its healthy replicas.
+    pub(crate) replicas: Vec<String>,
 }
 
 /// What every mode's client is built from.

@@ -96,6 +96,7 @@ impl Sentinel {
             masters: vec![master.addr],
             replicas: None,
             replicas_of: Vec::new(),
+            shards: Vec::new(),
         })
     }
 

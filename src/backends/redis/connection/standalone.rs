@@ -57,6 +57,7 @@ impl Standalone {
             masters: vec![self.endpoint.clone()],
             replicas: None,
             replicas_of: Vec::new(),
+            shards: Vec::new(),
             summary: format!("standalone {}", self.endpoint),
         }
     }
