@@ -313,6 +313,14 @@ fn encode_redis(encoder: &mut DescriptorEncoder<'_>, pass: &RedisPass) -> std::f
             }
         }
     }
+    let mut family = encoder.encode_descriptor(
+        "redis_db_keys",
+        "DBSIZE of the nodes the last pass read, at the end of each one's scan: what the \
+         group counts sum to, but for SCAN's repeats and the keys that came or went",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(pass.dbsize as i64).encode(family.encode_family(&NoLabels {})?)?;
     type Quantiles = fn(&GroupSummary) -> &[(&'static str, f64)];
     let per_quantile: [(&str, &str, Option<Unit>, Quantiles); 3] = [
         (

@@ -183,7 +183,7 @@ async fn without_memory_usage_a_pass_fails_naming_it_and_the_last_series_stay() 
     let chroma = ChromaServer::start();
     pipe(&redis, "SET message_store:1 a\nSET misc:1 b\n");
     let rules =
-        "on >census-pw ~* +@connection +scan +type +pttl +object|encoding +llen +hlen +scard \
+        "on >census-pw ~* +@connection +scan +dbsize +type +pttl +object|encoding +llen +hlen +scard \
                  +zcard +xlen +strlen +memory|usage +info +lrange +ping +cluster|info";
     let mut setuser = vec!["ACL", "SETUSER", "census"];
     setuser.extend(rules.split_whitespace());

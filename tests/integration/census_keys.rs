@@ -129,5 +129,9 @@ async fn binary_key_names_are_counted_and_grouped_as_redis_matches_them() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(all, keys.len() as f64, "every key counted once");
+    assert_eq!(
+        series(&text, "llmcache_census_redis_db_keys"),
+        keys.len() as f64
+    );
     app.stop().await;
 }

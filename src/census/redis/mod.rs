@@ -89,6 +89,12 @@ pub(crate) struct RedisPass {
     pub(crate) scanned: u64,
     /// The nodes whose lengths were not read, and why.
     pub(crate) without_lengths: Vec<String>,
+    /// `DBSIZE` of each node read, at the end of its scan, summed: SCAN
+    /// returns every key present throughout at least once, and may return
+    /// one twice; the census does not deduplicate (that would keep every
+    /// key), so its counts may exceed this by the repeats, and differ by
+    /// the keys that came and went during the pass.
+    pub(crate) dbsize: u64,
 }
 
 /// Why a pass failed.
@@ -120,6 +126,7 @@ pub(crate) async fn pass(
     let started = Instant::now();
     let mut total = 0u64;
     let mut without_lengths = Vec::new();
+    let mut dbsize = 0;
     for node in readers {
         let reader = reader(client, node, config).await?;
         if !reader.lengths {
@@ -150,6 +157,11 @@ pub(crate) async fn pass(
             }
             cursor = next;
         }
+        let size: u64 = client
+            .on_master(node, &redis::cmd("DBSIZE"))
+            .await
+            .map_err(|f| failed("DBSIZE", &f))?;
+        dbsize += size;
     }
     Ok(RedisPass {
         groups: groups
@@ -158,6 +170,7 @@ pub(crate) async fn pass(
             .collect(),
         scanned: total,
         without_lengths,
+        dbsize,
     })
 }
 
@@ -281,7 +294,7 @@ async fn pace(rate: u64, done: u64, started: Instant) {
 fn failed(step: &str, failure: &Failure) -> PassError {
     if failure.codes.contains(&ReplyCode::NoPerm) {
         return PassError(format!(
-            "{step} was refused (NOPERM): the census's ACL user needs +scan +type +pttl \
+            "{step} was refused (NOPERM): the census's ACL user needs +scan +dbsize +type +pttl \
              +object|encoding +memory|usage +info, and to read lengths +llen +hlen +scard +zcard \
              +xlen +strlen (with +client|no-touch on Redis 7.2 and later): {}",
             failure.error
