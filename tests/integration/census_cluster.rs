@@ -3,7 +3,6 @@
 //! thirds of the keys, a false drop in the middle of an incident), and with
 //! nothing left to read a shard, the pass fails naming its slots.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::census::CONFIG;
@@ -22,26 +21,11 @@ async fn with_a_master_failed_no_pass_publishes_part_of_the_keyspace() {
     let mut cluster = Cluster::start();
     let chroma = ChromaServer::start();
     let seed = cluster.nodes[0].port;
-    // 3,000 keys spread over the three masters (redis-cli -c follows MOVED).
+    // 3,000 keys, spread over the three masters.
     let commands: String = (0..3000)
         .map(|i| format!("SET message_store:{i} v\n"))
         .collect();
-    let mut child = Command::new("redis-cli")
-        .args(["-c", "-p", &seed.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-cli");
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(commands.as_bytes())
-            .unwrap();
-    }
-    assert!(child.wait().unwrap().success());
+    cluster.write(&commands);
     // No failover: a failed master stays failed, as with nofailover.
     for node in &cluster.nodes {
         node.cli(&["CONFIG", "SET", "cluster-replica-no-failover", "yes"]);

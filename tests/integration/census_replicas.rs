@@ -3,7 +3,7 @@
 //! "replica"`), and a replica the sentinels name (the master once there is
 //! none).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::census::{pipe, quantile, CONFIG};
@@ -34,22 +34,7 @@ async fn a_census_of_a_cluster_counts_every_master_or_every_replica() {
     for i in 0..50 {
         commands.push_str(&format!("SET misc:{i} v\n"));
     }
-    let mut child = Command::new("redis-cli")
-        .args(["-c", "-p", &seed.port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-cli");
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(commands.as_bytes())
-            .unwrap();
-    }
-    assert!(child.wait().unwrap().success());
+    cluster.write(&commands);
     // The canary's census reads the masters; the module's, the replicas.
     let config = format!(
         "{CONFIG}[redis]\nmode = \"cluster\"\nurl = \"redis://127.0.0.1:{}\"\n\

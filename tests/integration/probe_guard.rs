@@ -101,6 +101,17 @@ fn corpus(port: u16) -> Vec<String> {
         .collect()
 }
 
+/// The daemon binary (logging at trace level) with `config`, once ready.
+async fn ready_daemon(dir: &std::path::Path, config: &str) -> Daemon {
+    let path = write_file(dir, "config.toml", config);
+    let daemon = Daemon::start(&["--config.file".into(), path], dir);
+    poll("the daemon", Duration::from_secs(30), || async {
+        daemon.try_get("/-/ready").await
+    })
+    .await;
+    daemon
+}
+
 /// `/probe` of the daemon: the status and the body.
 async fn probe_daemon(daemon: &Daemon, params: &[(&str, &str)]) -> (u16, String) {
     let url = format!("http://127.0.0.1:{}/probe", daemon.port);
@@ -132,12 +143,7 @@ async fn no_hostile_target_reaches_a_listener_or_carries_a_secret() {
          allowed_targets = [\"127.0.0.1/32\"]\npassword_file = \"{d}/redis-password\"\n",
         d = d.display()
     );
-    let path = write_file(d, "config.toml", &config);
-    let daemon = Daemon::start(&["--config.file".into(), path], d);
-    poll("the daemon", Duration::from_secs(30), || async {
-        daemon.try_get("/-/ready").await
-    })
-    .await;
+    let daemon = ready_daemon(d, &config).await;
 
     // The control: a module that may reach a listener like it does, with
     // the password, so a target that got through would be seen. (Its own
@@ -314,12 +320,7 @@ async fn redirects_are_not_followed_and_bodies_stop_at_the_limit() {
          allowed_targets = [\"127.0.0.1/32\"]\ntoken_file = \"{d}/chroma-token\"\n",
         d = d.display()
     );
-    let path = write_file(d, "config.toml", &config);
-    let daemon = Daemon::start(&["--config.file".into(), path], d);
-    poll("the daemon", Duration::from_secs(30), || async {
-        daemon.try_get("/-/ready").await
-    })
-    .await;
+    let daemon = ready_daemon(d, &config).await;
     for module in ["app", "chroma"] {
         let params = [
             ("module", module),

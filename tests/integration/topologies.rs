@@ -184,6 +184,23 @@ impl Cluster {
         cluster
     }
 
+    /// Sends `commands` (one a line) through `redis-cli -c`, which follows
+    /// `MOVED`: keys spread over the masters by slot.
+    pub(crate) fn write(&self, commands: &str) {
+        let mut child = std::process::Command::new("redis-cli")
+            .args(["-c", "-p", &self.nodes[0].port.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-cli");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(commands.as_bytes()).unwrap();
+        }
+        assert!(child.wait().unwrap().success());
+    }
+
     fn wait_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self

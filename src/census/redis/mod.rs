@@ -43,9 +43,12 @@ pub(crate) struct GroupCensus {
 
 impl GroupCensus {
     /// The memory of all the group's keys: what was measured, scaled up to
-    /// the keys that were not; `None` when no key was measured (unknown,
-    /// not nothing).
+    /// the keys that were not; 0 for no keys, and `None` for keys of which
+    /// none was measured (unknown, not nothing).
     pub(crate) fn memory(&self) -> Option<f64> {
+        if self.keys == 0 {
+            return Some(0.0);
+        }
         (self.sampled > 0)
             .then(|| self.sampled_bytes as f64 * self.keys as f64 / self.sampled as f64)
     }
@@ -362,6 +365,15 @@ mod tests {
             ..GroupCensus::default()
         };
         assert_eq!(group.memory(), Some(10_000.0));
-        assert_eq!(GroupCensus::default().memory(), None, "unknown, not 0");
+        assert_eq!(
+            GroupCensus::default().memory(),
+            Some(0.0),
+            "no keys, no bytes"
+        );
+        let unmeasured = GroupCensus {
+            keys: 100,
+            ..GroupCensus::default()
+        };
+        assert_eq!(unmeasured.memory(), None, "unknown, not 0");
     }
 }
