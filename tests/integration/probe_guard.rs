@@ -112,15 +112,17 @@ async fn ready_daemon(dir: &std::path::Path, config: &str) -> Daemon {
     daemon
 }
 
-/// `/probe` of the daemon: the status and the body.
-async fn probe_daemon(daemon: &Daemon, params: &[(&str, &str)]) -> (u16, String) {
-    let url = format!("http://127.0.0.1:{}/probe", daemon.port);
-    let response = reqwest::Client::new()
-        .get(url::Url::parse_with_params(&url, params).unwrap())
-        .send()
-        .await
-        .unwrap();
+/// `GET base/probe?params`: the status and the body.
+async fn get_probe(http: &reqwest::Client, base: &str, params: &[(&str, &str)]) -> (u16, String) {
+    let url = url::Url::parse_with_params(&format!("{base}/probe"), params).unwrap();
+    let response = http.get(url).send().await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// `/probe` of the daemon.
+async fn probe_daemon(daemon: &Daemon, params: &[(&str, &str)]) -> (u16, String) {
+    let base = format!("http://127.0.0.1:{}", daemon.port);
+    get_probe(&reqwest::Client::new(), &base, params).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,13 +219,7 @@ async fn probe_only(dir: &TempDir, modules: &str) -> TestApp {
 
 /// `/probe` of the in-process app.
 async fn probe(app: &TestApp, params: &[(&str, &str)]) -> (u16, String) {
-    let response = app
-        .http
-        .get(url::Url::parse_with_params(&app.url("/probe"), params).unwrap())
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
+    get_probe(&app.http, &app.url(""), params).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
