@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +60,9 @@ pub(crate) struct Census {
     permits: Option<Arc<Semaphore>>,
     /// Whether the log has said once why some lengths are not read.
     told_lengths: AtomicBool,
+    /// Passes that succeeded and failed, where someone counts them (a
+    /// fleet module's).
+    passes: Option<(Counter, Counter)>,
 }
 
 impl Census {
@@ -105,6 +109,20 @@ impl Census {
             subject,
             permits: None,
             told_lengths: AtomicBool::new(false),
+            passes: None,
+        }
+    }
+
+    /// Counts each store's pass into `success` or `failure`.
+    pub(crate) fn counting(mut self, success: Counter, failure: Counter) -> Self {
+        self.passes = Some((success, failure));
+        self
+    }
+
+    /// One store's pass ended.
+    fn count(&self, ok: bool) {
+        if let Some((success, failure)) = &self.passes {
+            if ok { success } else { failure }.inc();
         }
     }
 
@@ -144,6 +162,7 @@ impl Census {
             let result = redis::pass(&store.client, &store.config, |n| metrics.scanned(n))
                 .await
                 .map_err(|err| err.0);
+            self.count(result.is_ok());
             if let Ok(pass) = &result {
                 if !pass.without_lengths.is_empty() && !self.told_lengths.swap(true, Relaxed) {
                     for why in &pass.without_lengths {
@@ -158,6 +177,7 @@ impl Census {
             let result = chroma::pass(&store.client)
                 .await
                 .map_err(|err| err.to_string());
+            self.count(result.is_ok());
             metrics.publish_chroma(&self.subject, start, result, &store.own, store.top);
         }
     }

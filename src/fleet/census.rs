@@ -11,7 +11,9 @@
 //! `probe.pool_idle_timeout` stops it (by a timer of its own, so it stops
 //! even when no other probe comes), as does being pushed out by
 //! `probe.max_pooled_targets`, as for a pooled client; so does a reload,
-//! which builds a new fleet.
+//! which builds a new fleet. `/metrics` counts the running censuses per
+//! module (`llmcache_fleet_censuses`, a guard held by each task) and their
+//! passes (`llmcache_fleet_census_passes_total{module,result}`).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -19,10 +21,12 @@ use std::time::Duration;
 
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::metrics::{FleetMetrics, PassResult};
 use super::report::Report;
 use super::Probe;
 use crate::backends::redis::RedisClient;
@@ -36,6 +40,7 @@ pub(crate) struct Censuses {
     idle: Duration,
     /// `probe.max_concurrent_censuses`: passes running at once.
     turns: Arc<Semaphore>,
+    metrics: FleetMetrics,
 }
 
 /// A census task: what it publishes, when it was last asked for, and its
@@ -53,7 +58,12 @@ struct Running {
 type Identity = (u64, Vec<std::net::SocketAddr>);
 
 impl Censuses {
-    pub(crate) fn new(capacity: u64, idle: Duration, at_once: usize) -> Self {
+    pub(crate) fn new(
+        capacity: u64,
+        idle: Duration,
+        at_once: usize,
+        metrics: FleetMetrics,
+    ) -> Self {
         Self {
             running: Cache::builder()
                 .max_capacity(capacity)
@@ -62,6 +72,7 @@ impl Censuses {
                 .build(),
             idle,
             turns: Arc::new(Semaphore::new(at_once)),
+            metrics,
         }
     }
 
@@ -85,8 +96,12 @@ impl Censuses {
             Some(running) => running,
             None => {
                 let metrics = CensusMetrics::default();
+                let name = probe.module_name;
                 let census = match build(probe, config, metrics.clone()) {
-                    Ok(census) => census.taking_turns(self.turns.clone()),
+                    Ok(census) => census.taking_turns(self.turns.clone()).counting(
+                        self.metrics.census_passes(name, PassResult::Success),
+                        self.metrics.census_passes(name, PassResult::Failure),
+                    ),
                     Err(err) => {
                         report.log(format!("census: cannot set up a client: {err}"));
                         return;
@@ -95,7 +110,16 @@ impl Censuses {
                 // Two probes of a new target may get here at once: only the
                 // one whose entry is inserted starts its census.
                 let entry = self.running.entry(key).or_insert_with_if(
-                    || Arc::new(Running::start(census, login.clone(), metrics, self.idle)),
+                    || {
+                        let running = self.metrics.censuses(name);
+                        Arc::new(Running::start(
+                            census,
+                            login.clone(),
+                            metrics,
+                            self.idle,
+                            running,
+                        ))
+                    },
                     |running| running.login != login,
                 );
                 if entry.is_fresh() {
@@ -115,13 +139,21 @@ impl Censuses {
 
 impl Running {
     /// Spawns `census`, to run until the entry is dropped or the target
-    /// goes unprobed for `idle`.
-    fn start(census: Census, login: Identity, metrics: CensusMetrics, idle: Duration) -> Self {
+    /// goes unprobed for `idle`; `running` counts it while it runs.
+    fn start(
+        census: Census,
+        login: Identity,
+        metrics: CensusMetrics,
+        idle: Duration,
+        running: Gauge,
+    ) -> Self {
         let stop = CancellationToken::new();
         let probed = Arc::new(Mutex::new(Instant::now()));
         let census = Arc::new(census).run(stop.clone());
         let unprobed = unprobed(probed.clone(), idle);
+        let counted = Counted::new(running);
         tokio::spawn(async move {
+            let _counted = counted;
             tokio::select! {
                 () = census => {}
                 () = unprobed => {}
@@ -133,6 +165,23 @@ impl Running {
             probed,
             _stop: stop.drop_guard(),
         }
+    }
+}
+
+/// One running census in its module's gauge, for as long as it lives:
+/// however its task ends, the drop takes it out.
+struct Counted(Gauge);
+
+impl Counted {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -1,7 +1,9 @@
 //! What `/metrics` says of the probes: `llmcache_probes_total{module,result}`,
 //! `llmcache_probe_refusals_total{module,reason}`,
-//! `llmcache_probe_duration_seconds{module}` and
-//! `llmcache_probe_pool_connections{prober}`. The `module` label takes the
+//! `llmcache_probe_duration_seconds{module}`,
+//! `llmcache_probe_pool_connections{prober}`, and of the probed targets'
+//! censuses: `llmcache_fleet_censuses{module}` and
+//! `llmcache_fleet_census_passes_total{module,result}`. The `module` label takes the
 //! configured modules' names (empty for a request that named none that is
 //! configured).
 
@@ -44,6 +46,20 @@ struct ModuleLabels {
     module: String,
 }
 
+label_values! {
+    /// How a census pass ended, as the `result` label spells it.
+    pub(crate) enum PassResult {
+        Success => "success",
+        Failure => "failure",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassLabels {
+    module: String,
+    result: PassResult,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProberLabels {
     prober: &'static str,
@@ -56,6 +72,8 @@ pub(crate) struct FleetMetrics {
     refusals: Family<RefusalLabels, Counter>,
     duration: Family<ModuleLabels, Histogram, fn() -> Histogram>,
     pooled: Family<ProberLabels, Gauge>,
+    censuses: Family<ModuleLabels, Gauge>,
+    census_passes: Family<PassLabels, Counter>,
 }
 
 impl FleetMetrics {
@@ -66,6 +84,8 @@ impl FleetMetrics {
             refusals: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             pooled: Family::default(),
+            censuses: Family::default(),
+            census_passes: Family::default(),
         };
         registry.register(
             "probes",
@@ -89,6 +109,16 @@ impl FleetMetrics {
             "probe_pool_connections",
             "Clients pooled for /probe targets, by prober",
             metrics.pooled.clone(),
+        );
+        registry.register(
+            "fleet_censuses",
+            "Censuses of probed targets running, by module",
+            metrics.censuses.clone(),
+        );
+        registry.register(
+            "fleet_census_passes",
+            "Census passes of probed targets (each store of each), by module and how they ended",
+            metrics.census_passes.clone(),
         );
         metrics
     }
@@ -117,6 +147,25 @@ impl FleetMetrics {
                 module: module.to_owned(),
             })
             .observe(seconds);
+    }
+
+    /// The gauge of `module`'s running censuses.
+    pub(crate) fn censuses(&self, module: &str) -> Gauge {
+        self.censuses
+            .get_or_create(&ModuleLabels {
+                module: module.to_owned(),
+            })
+            .clone()
+    }
+
+    /// The counter of `module`'s census passes that ended as `result`.
+    pub(crate) fn census_passes(&self, module: &str, result: PassResult) -> Counter {
+        self.census_passes
+            .get_or_create(&PassLabels {
+                module: module.to_owned(),
+                result,
+            })
+            .clone()
     }
 
     pub(crate) fn pooled(&self, prober: ProberKind, clients: u64) {

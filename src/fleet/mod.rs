@@ -166,7 +166,12 @@ impl Fleet {
                 redis: Pool::new(capacity, idle),
                 chroma: Pool::new(capacity, idle),
                 app: Pool::new(capacity, idle),
-                census: Censuses::new(capacity, idle, config.max_concurrent_censuses),
+                census: Censuses::new(
+                    capacity,
+                    idle,
+                    config.max_concurrent_censuses,
+                    metrics.clone(),
+                ),
             },
             metrics,
             exporter_id: format!("{:08x}", fastrand::u32(..)),

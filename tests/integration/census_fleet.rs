@@ -194,6 +194,11 @@ async fn each_probed_target_gets_its_own_census_in_its_probe() {
         !metrics.contains("llmcache_census_redis_keys"),
         "a target's census on /metrics"
     );
+    // /metrics counts the censuses (A's and B's) and their passes.
+    let running = r#"llmcache_fleet_censuses{module="redis"}"#;
+    assert_eq!(series(&metrics, running), 2.0, "{metrics}");
+    let passed = r#"llmcache_fleet_census_passes_total{module="redis",result="success"}"#;
+    assert!(series(&metrics, passed) >= 2.0, "{metrics}");
     // debug=true says where the census stands.
     let debug = probe(&app, &format!("target={target_a}&module=redis&debug=true"))
         .await
@@ -207,6 +212,11 @@ async fn each_probed_target_gets_its_own_census_in_its_probe() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(calls(&a, "scan"), before, "A's census still runs");
     assert!(before > 0);
+    assert_eq!(
+        series(&app.metrics().await, running),
+        0.0,
+        "stopped, still counted"
+    );
     app.stop().await;
 }
 
