@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::secrets::{fingerprint, Fingerprint};
 use super::target::Target;
 use crate::config::ProberKind;
 use crate::secret::Secret;
@@ -70,9 +71,12 @@ pub(crate) struct Credentials {
 
 impl Credentials {
     /// Reads `path` and the password files it names, for targets of
-    /// `prober`; returns them with every file read. An error names the file
-    /// and never a secret.
-    pub(crate) fn read(path: &Path, prober: ProberKind) -> Result<(Self, Vec<PathBuf>), String> {
+    /// `prober`; returns them with every password file read, as it was
+    /// before it was read. An error names the file and never a secret.
+    pub(crate) fn read(
+        path: &Path,
+        prober: ProberKind,
+    ) -> Result<(Self, Vec<(PathBuf, Fingerprint)>), String> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
         let file: File = toml::from_str(&text)
@@ -87,10 +91,11 @@ impl Credentials {
                 let password = match &entry.password_file {
                     Some(file) => {
                         let file = base.join(file);
+                        let print = fingerprint(&file);
                         let text = std::fs::read_to_string(&file).map_err(|err| {
                             format!("{}: cannot read {}: {err}", path.display(), file.display())
                         })?;
-                        files.push(file);
+                        files.push((file, print));
                         Some(Secret::new(text.trim_end_matches(['\n', '\r'])))
                     }
                     None => None,

@@ -77,6 +77,8 @@ pub(crate) struct Fleet {
     metrics: FleetMetrics,
     /// Tells this exporter's probe keys and records from another's.
     exporter_id: String,
+    /// Events in the secret files' directories, as the watcher counts them.
+    secret_events: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One probe's request.
@@ -141,6 +143,7 @@ impl Fleet {
     /// Builds the modules of `config`; probes nothing.
     pub(crate) fn new(config: &ProbeConfig, metrics: FleetMetrics) -> Self {
         let denied = Arc::new(config.denied_networks.clone());
+        let secret_events = Arc::default();
         let modules = config
             .modules
             .iter()
@@ -152,7 +155,7 @@ impl Fleet {
                     Module {
                         prober,
                         policy: Arc::new(Policy::new(name, allowed, denied.clone())),
-                        secrets: Arc::new(Watched::new(module, prober)),
+                        secrets: Arc::new(Watched::new(module, prober, Arc::clone(&secret_events))),
                         config: module.clone(),
                     },
                 ))
@@ -175,6 +178,7 @@ impl Fleet {
             },
             metrics,
             exporter_id: format!("{:08x}", fastrand::u32(..)),
+            secret_events,
         }
     }
 
@@ -271,7 +275,7 @@ impl Fleet {
         cancel: CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let modules = self.modules.values().map(|m| m.secrets.clone()).collect();
-        secrets::watch(modules, cancel)
+        secrets::watch(modules, self.secret_events.clone(), cancel)
     }
 
     /// The prober within the deadline, against `addresses` (or the reason
@@ -290,6 +294,7 @@ impl Fleet {
             "probing {target} with module {name} ({} prober), deadline {deadline:?}",
             module.prober.as_str()
         ));
+        module.secrets.catch_up().await;
         let secrets = module.secrets.current();
         let success = match (secrets.login(target), addresses) {
             (Err(err), _) => {

@@ -1,9 +1,12 @@
 //! A module's secret files (`password_file`, `token_file`,
 //! `credentials_file` and the password files that names), read again when
-//! they change, without a reload. A probe only loads the last reading
-//! ([`Watched::current`]); the files are looked at by [`watch`], off the
-//! request path: on a file-system event in their directories (inotify),
-//! and every [`FALLBACK`] where events do not come.
+//! they change, without a reload. A probe loads the last reading
+//! ([`Watched::current`]); the files are looked at by [`watch`], on the
+//! blocking pool: on a file-system event in their directories (inotify),
+//! and every [`FALLBACK`] where events do not come. A probe that comes
+//! after an event the watcher has not yet handled reads the files first
+//! itself, on the blocking pool too ([`Watched::catch_up`]), so a rotated
+//! secret is used from the next probe on.
 //!
 //! A change is a new (device, inode, modification time, length) of the
 //! file as its path resolves, which is how a Kubernetes Secret update
@@ -12,6 +15,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,9 +75,11 @@ struct Sources {
 }
 
 /// What a file looked like when it was read.
-type Fingerprint = Option<(u64, u64, i64, i64, u64)>;
+pub(super) type Fingerprint = Option<(u64, u64, i64, i64, u64)>;
 
-fn fingerprint(path: &Path) -> Fingerprint {
+/// The file as its path resolves: device, inode, modification time and
+/// length; `None` when it cannot be read.
+pub(super) fn fingerprint(path: &Path) -> Fingerprint {
     let meta = std::fs::metadata(path).ok()?;
     Some((
         meta.dev(),
@@ -92,12 +98,17 @@ pub(crate) struct Watched {
     /// The files of the last reading, as they were (`None` before the
     /// first); only [`Self::refresh`] touches it.
     seen: Mutex<Option<Vec<(PathBuf, Fingerprint)>>>,
+    /// File-system events in any watched directory, counted as they come
+    /// (shared by a fleet's modules), and how many of them this module's
+    /// last look had seen.
+    events: Arc<AtomicU64>,
+    looked: AtomicU64,
 }
 
 impl Watched {
     /// Reads the module's files (at build, on the blocking pool a reload
     /// runs on).
-    pub(crate) fn new(module: &ModuleConfig, prober: ProberKind) -> Self {
+    pub(crate) fn new(module: &ModuleConfig, prober: ProberKind, events: Arc<AtomicU64>) -> Self {
         let watched = Self {
             sources: Sources {
                 password_file: module.password_file.as_ref().map(|f| f.path.clone()),
@@ -107,6 +118,8 @@ impl Watched {
             },
             current: ArcSwap::from_pointee(Secrets::default()),
             seen: Mutex::new(None),
+            looked: AtomicU64::new(events.load(Ordering::Acquire)),
+            events,
         };
         watched.refresh();
         watched
@@ -115,6 +128,16 @@ impl Watched {
     /// The last reading.
     pub(crate) fn current(&self) -> Arc<Secrets> {
         self.current.load_full()
+    }
+
+    /// Looks at the files (on the blocking pool) if an event came since
+    /// this module's last look: the watcher may not have got to it yet.
+    pub(crate) async fn catch_up(self: &Arc<Self>) {
+        if self.events.load(Ordering::Acquire) == self.looked.load(Ordering::Acquire) {
+            return;
+        }
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.refresh()).await;
     }
 
     /// The directories to watch for events.
@@ -137,16 +160,21 @@ impl Watched {
     /// secrets did. Blocking: run it off the runtime's workers.
     pub(crate) fn refresh(&self) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        // Events from here on call for another look.
+        self.looked
+            .store(self.events.load(Ordering::Acquire), Ordering::Release);
         let unchanged = |files: &Vec<(PathBuf, Fingerprint)>| {
             files.iter().all(|(path, was)| fingerprint(path) == *was)
         };
         if seen.as_ref().is_some_and(unchanged) {
             return false;
         }
-        let mut files = Vec::new();
+        // Each file as it was before it was read, so a write during the
+        // read shows as a change next time.
+        let mut files: Vec<(PathBuf, Fingerprint)> = Vec::new();
         let mut read = |path: &Option<PathBuf>| {
             let path = path.as_ref()?;
-            files.push(path.clone());
+            files.push((path.clone(), fingerprint(path)));
             match std::fs::read_to_string(path) {
                 Ok(text) => {
                     let text = text.strip_suffix('\n').unwrap_or(&text);
@@ -164,7 +192,7 @@ impl Watched {
         let password = read(&self.sources.password_file).or_else(|| before.password.clone());
         let token = read(&self.sources.token_file).or_else(|| before.token.clone());
         let credentials = self.sources.credentials_file.as_ref().map(|path| {
-            files.push(path.clone());
+            files.push((path.clone(), fingerprint(path)));
             Credentials::read(path, self.sources.prober).map(|(credentials, named)| {
                 files.extend(named);
                 credentials
@@ -179,15 +207,7 @@ impl Watched {
             credentials,
             version: before.version + 1,
         };
-        *seen = Some(
-            files
-                .into_iter()
-                .map(|path| {
-                    let print = fingerprint(&path);
-                    (path, print)
-                })
-                .collect(),
-        );
+        *seen = Some(files);
         self.current.store(Arc::new(next));
         true
     }
@@ -195,15 +215,20 @@ impl Watched {
 
 /// Keeps every module's secrets current until `cancel`: on an event in the
 /// files' directories, and every [`FALLBACK`].
-pub(crate) async fn watch(modules: Vec<Arc<Watched>>, cancel: CancellationToken) {
+pub(crate) async fn watch(
+    modules: Vec<Arc<Watched>>,
+    events: Arc<AtomicU64>,
+    cancel: CancellationToken,
+) {
     if modules.is_empty() {
         return;
     }
     let wake = Arc::new(Notify::new());
-    let events = wake.clone();
+    let woken = wake.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
-            events.notify_one();
+            events.fetch_add(1, Ordering::AcqRel);
+            woken.notify_one();
         }
     });
     let mut watcher = match watcher {
@@ -269,7 +294,7 @@ mod tests {
             }),
             ..ModuleConfig::default()
         };
-        let watched = Watched::new(&module, ProberKind::Redis);
+        let watched = Watched::new(&module, ProberKind::Redis, Arc::default());
         let first = watched.current();
         assert_eq!(first.password.as_ref().unwrap().expose(), "first");
         assert!(!watched.refresh(), "nothing changed");
