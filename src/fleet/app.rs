@@ -97,12 +97,12 @@ pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
     let mut timings = Timings::default();
     let start = std::time::Instant::now();
     let response = http.get(&url).timeout(probe.deadline).send().await;
-    let document = match response {
+    // A failure says why, and what the guard refused, if it was that.
+    let document: Result<Value, (Option<Reason>, String)> = match response {
         Ok(response) if response.status().is_redirection() => {
             timings.record("health", start.elapsed());
             let why = redirect_message(&response);
-            report.refuse(Reason::Redirect, format!("GET {path}: {why}"));
-            Err(None)
+            Err((Some(Reason::Redirect), format!("GET {path}: {why}")))
         }
         Ok(response) => {
             let status = response.status();
@@ -111,34 +111,31 @@ pub(crate) async fn probe(probe: &Probe<'_>, report: &mut Report) -> bool {
             timings.record("health", start.elapsed());
             match body {
                 Ok((_, body)) => serde_json::from_slice::<Value>(&body)
-                    .map_err(|err| Some(format!("the document is not JSON: {err}"))),
-                Err(BodyError::TooLarge(limit)) => {
-                    report.refuse(
-                        Reason::BodyTooLarge,
-                        format!(
-                            "GET {path}: the answer is larger than body_size_limit ({limit} bytes)"
-                        ),
-                    );
-                    Err(None)
-                }
-                Err(err) => Err(Some(err.message())),
+                    .map_err(|err| (None, format!("the document is not JSON: {err}"))),
+                Err(BodyError::TooLarge(limit)) => Err((
+                    Some(Reason::BodyTooLarge),
+                    format!(
+                        "GET {path}: the answer is larger than body_size_limit ({limit} bytes)"
+                    ),
+                )),
+                Err(err) => Err((None, err.message())),
             }
         }
         Err(err) => {
             timings.record("health", start.elapsed());
-            Err(Some(format!(
-                "GET {path} failed: {}",
-                error_chain(&err.without_url())
-            )))
+            let why = error_chain(&err.without_url());
+            Err((None, format!("GET {path} failed: {why}")))
         }
     };
     timings.report(report);
     let document = match document {
         Ok(document) => document,
-        Err(why) => {
-            if let Some(why) = why {
-                report.log(why);
-            }
+        Err((Some(reason), why)) => {
+            report.refuse(reason, why);
+            return false;
+        }
+        Err((None, why)) => {
+            report.log(why);
             return false;
         }
     };

@@ -7,8 +7,8 @@
 //! never queues behind the probe's requests, nor they behind it); at most
 //! `probe.max_concurrent_censuses` passes run at once, the others waiting
 //! their turn, so a fleet's censuses cannot starve the probes of CPU. A new
-//! login from the credentials file restarts it; a target unprobed for
-//! `probe.pool_idle_timeout` stops it (by a timer of its own, so it stops
+//! login from the credentials file, or a name resolving elsewhere, restarts
+//! it; a target unprobed for `probe.pool_idle_timeout` stops it (by a timer of its own, so it stops
 //! even when no other probe comes), as does being pushed out by
 //! `probe.max_pooled_targets`, as for a pooled client; so does a reload,
 //! which builds a new fleet. `/metrics` counts the running censuses per
@@ -48,7 +48,7 @@ pub(crate) struct Censuses {
 struct Running {
     /// The reading of the secret files it logged in with, and the
     /// addresses it dials.
-    login: Identity,
+    identity: Identity,
     metrics: CensusMetrics,
     probed: Arc<Mutex<Instant>>,
     _stop: DropGuard,
@@ -87,11 +87,11 @@ impl Censuses {
             return;
         }
         let key = (probe.module_name.to_owned(), probe.target.to_string());
-        let login: Identity = (probe.login.version, probe.addresses.to_vec());
+        let identity: Identity = (probe.login.version, probe.addresses.to_vec());
         let current = self
             .running
             .get(&key)
-            .filter(|running| running.login == login);
+            .filter(|running| running.identity == identity);
         let running = match current {
             Some(running) => running,
             None => {
@@ -114,13 +114,13 @@ impl Censuses {
                         let running = self.metrics.censuses(name);
                         Arc::new(Running::start(
                             census,
-                            login.clone(),
+                            identity.clone(),
                             metrics,
                             self.idle,
                             running,
                         ))
                     },
-                    |running| running.login != login,
+                    |running| running.identity != identity,
                 );
                 if entry.is_fresh() {
                     report.log(format!(
@@ -142,7 +142,7 @@ impl Running {
     /// goes unprobed for `idle`; `running` counts it while it runs.
     fn start(
         census: Census,
-        login: Identity,
+        identity: Identity,
         metrics: CensusMetrics,
         idle: Duration,
         running: Gauge,
@@ -160,7 +160,7 @@ impl Running {
             }
         });
         Self {
-            login,
+            identity,
             metrics,
             probed,
             _stop: stop.drop_guard(),

@@ -226,11 +226,8 @@ impl Run<'_> {
         // anything is sent to it (the client's resolver refuses to dial
         // one that does not, whoever asks).
         let mut allowed = Vec::new();
-        for node in topology
-            .masters
-            .iter()
-            .chain(topology.replicas_of.iter().flatten())
-        {
+        let replicas = topology.shards.iter().flat_map(|shard| &shard.replicas);
+        for node in topology.masters.iter().chain(replicas) {
             match self.node_allowed(node) {
                 Ok(()) => allowed.push(node.clone()),
                 Err(why) => {

@@ -42,6 +42,25 @@ struct Found<'k> {
     estimated: bool,
 }
 
+impl Found<'_> {
+    /// Whether its length command goes in the second pipeline.
+    fn reads_length(&self, reader: &Reader<'_>) -> bool {
+        reader.lengths && length_command(&self.kind).is_some()
+    }
+
+    /// Whether its memory is measured in the second pipeline: exactly when
+    /// it is small by its encoding, by estimate when no length will tell
+    /// whether it is small.
+    fn measured_early(&self, reader: &Reader<'_>) -> bool {
+        self.measure && (self.compact || !reader.lengths)
+    }
+
+    /// Whether its memory waits for its length (the third step).
+    fn measured_late(&self, reader: &Reader<'_>) -> bool {
+        self.measure && !self.measured_early(reader)
+    }
+}
+
 /// Whether `key`'s memory is measured: a stable choice per key, so a pass
 /// samples the same keys as the last.
 pub(super) fn sampled(key: &[u8], share: f64) -> bool {
@@ -174,29 +193,29 @@ async fn measure(
     config: &RedisCensus,
 ) -> Result<(), PassError> {
     let mut pipe = redis::pipe();
-    let reads_lengths = reader.lengths && found.iter().any(|k| length_command(&k.kind).is_some());
-    if reads_lengths && reader.no_touch {
+    let no_touch = reader.no_touch && found.iter().any(|k| k.reads_length(reader));
+    if no_touch {
         pipe.cmd("CLIENT").arg("NO-TOUCH").arg("ON");
     }
     for key in found.iter() {
-        if let Some(command) = length_command(&key.kind).filter(|_| reader.lengths) {
+        if let Some(command) = length_command(&key.kind).filter(|_| key.reads_length(reader)) {
             pipe.cmd(command).arg(key.key);
         }
-        if key.measure && (key.compact || !reader.lengths) {
+        if key.measured_early(reader) {
             memory_usage(&mut pipe, key.key, key.compact);
         }
     }
     if pipe.cmd_iter().next().is_some() {
         let replies = send(reader, "the length commands and MEMORY USAGE", &pipe).await?;
         let mut replies = replies.into_iter();
-        if reads_lengths && reader.no_touch {
+        if no_touch {
             replies.next();
         }
         for key in found.iter_mut() {
-            if length_command(&key.kind).is_some() && reader.lengths {
+            if key.reads_length(reader) {
                 key.length = integer(replies.next());
             }
-            if key.measure && (key.compact || !reader.lengths) {
+            if key.measured_early(reader) {
                 key.memory = integer(replies.next());
                 key.estimated = !key.compact;
             }
@@ -204,10 +223,9 @@ async fn measure(
     }
     // The large keys, now that their lengths are known.
     let limit = i64::try_from(config.exact_memory_max_elements).unwrap_or(i64::MAX);
-    let pending = |k: &&mut Found<'_>| k.measure && !k.compact && reader.lengths;
     let mut exact = redis::pipe();
     let mut small = Vec::new();
-    for key in found.iter_mut().filter(pending) {
+    for key in found.iter_mut().filter(|k| k.measured_late(reader)) {
         match key.length {
             Some(length) if length <= limit => {
                 memory_usage(&mut exact, key.key, true);

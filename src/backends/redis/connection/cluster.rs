@@ -173,13 +173,11 @@ impl Cluster {
             }
         }
         *seen = Some(remember(seen.as_ref(), now));
-        let serving: Vec<_> = nodes
+        let masters: Vec<String> = nodes
             .iter()
             .filter(|n| n.master && !n.failed && !n.slots.is_empty())
+            .map(|n| n.addr.clone())
             .collect();
-        let masters: Vec<String> = serving.iter().map(|n| n.addr.clone()).collect();
-        let replicas_of: Vec<Vec<String>> =
-            serving.iter().map(|m| replicas_of(&nodes, m)).collect();
         let replicas = nodes.iter().filter(|n| !n.master && !n.failed).count();
         let shards = nodes
             .iter()
@@ -188,7 +186,7 @@ impl Cluster {
                 master: m.addr.clone(),
                 failed: m.failed,
                 slots: m.slots.clone(),
-                replicas: self::replicas_of(&nodes, m),
+                replicas: replicas_of(&nodes, m),
             })
             .collect();
         Ok(Topology {
@@ -198,7 +196,6 @@ impl Cluster {
             ),
             masters,
             replicas: Some(replicas),
-            replicas_of,
             shards,
         })
     }

@@ -37,9 +37,6 @@ enum Mode {
 pub(crate) struct Topology {
     /// `host:port` of every master.
     pub(crate) masters: Vec<String>,
-    /// Cluster mode: each master's healthy replicas, in the order of
-    /// `masters` (empty elsewhere).
-    pub(crate) replicas_of: Vec<Vec<String>>,
     /// `None` where only the masters' `INFO` (`connected_slaves`) knows.
     pub(crate) replicas: Option<usize>,
     /// Cluster mode: every master that claims slots, failed ones too, with

@@ -95,7 +95,6 @@ impl Sentinel {
             ),
             masters: vec![master.addr],
             replicas: None,
-            replicas_of: Vec::new(),
             shards: Vec::new(),
         })
     }

@@ -56,7 +56,6 @@ impl Standalone {
         Topology {
             masters: vec![self.endpoint.clone()],
             replicas: None,
-            replicas_of: Vec::new(),
             shards: Vec::new(),
             summary: format!("standalone {}", self.endpoint),
         }
